@@ -1,0 +1,2 @@
+"""DeconvNet reproduction."""
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from deconvnet.cli import main
+
+sys.exit(main())
