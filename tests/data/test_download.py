@@ -1,0 +1,160 @@
+"""Dataset download: checksum, atomic extraction, skip when done, resume over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from deconvnet.data import download as dl
+from deconvnet.data.download import ARCHIVES, Archive, download
+from deconvnet.data.voc import VOCSegmentationIndex
+from deconvnet.errors import DataError
+
+
+def _make_archive(synthetic_voc: Path, path: Path) -> str:
+    """A tar of the synthetic VOCdevkit tree (plus a stray top-level file), as VOC's tar."""
+    with tarfile.open(path, "w") as tar:
+        tar.add(synthetic_voc / "VOCdevkit", arcname="VOCdevkit")
+        readme = b"not part of the dataset folder\n"
+        info = tarfile.TarInfo("README.txt")
+        info.size = len(readme)
+        tar.addfile(info, io.BytesIO(readme))
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def served(synthetic_voc, tmp_path) -> dict:
+    archive = tmp_path / "served" / "fake_voc.tar"
+    archive.parent.mkdir()
+    md5 = _make_archive(synthetic_voc, archive)
+    spec = Archive(urls=(archive.as_uri(),), md5=md5, filename="fake_voc.tar", extracted="VOCdevkit/VOC2012")
+    return {"archive": archive, "spec": spec, "root": tmp_path / "data"}
+
+
+def test_official_table():
+    assert ARCHIVES["voc2012"].md5 == "6cd6e144f989b92b3379bac3b3de84fd"
+    assert ARCHIVES["voc2012"].urls[0].endswith("/voc2012/VOCtrainval_11-May-2012.tar")
+    assert ARCHIVES["voc2012"].extracted == "VOCdevkit/VOC2012"
+    assert ARCHIVES["sbd"].md5 == "82b4d87ceb2ed10f6038a1cba92111cb"
+    assert ARCHIVES["sbd"].urls[0].endswith("/benchmark.tgz")
+
+
+def test_download_extract_and_skip_when_done(served, capsys):
+    root = served["root"]
+    target = download("voc2012", root, archives={"voc2012": served["spec"]})
+    assert target == root / "VOCdevkit" / "VOC2012"
+    assert len(VOCSegmentationIndex(root, "trainval")) == 24  # the reader takes it as it is
+    assert (root / ".voc2012.complete").is_file()
+    assert not (root / "fake_voc.tar").exists() and not (root / "fake_voc.tar.part").exists()
+    assert [p.name for p in root.iterdir() if p.name.startswith(".") and "extracting" in p.name] == []
+    assert not (root / "README.txt").exists()  # only the dataset folder is moved into place
+
+    served["archive"].unlink()  # a second run must not even look at the source
+    assert download("voc2012", root, archives={"voc2012": served["spec"]}) == target
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_checksum_mismatch_deletes_the_download(served):
+    bad = Archive(urls=served["spec"].urls, md5="0" * 32, filename="fake_voc.tar",
+                  extracted="VOCdevkit/VOC2012")
+    root = served["root"]
+    with pytest.raises(DataError, match="checksum mismatch") as err:
+        download("voc2012", root, archives={"voc2012": bad})
+    assert "0" * 32 in str(err.value) and served["spec"].md5 in str(err.value)
+    assert list(root.iterdir()) == []  # no archive, no .part, no half-extracted tree
+
+
+def test_corrupt_archive_leaves_no_tree(served):
+    served["archive"].write_bytes(b"<html>404 page saved under the archive's name</html>" * 20)
+    md5 = hashlib.md5(served["archive"].read_bytes()).hexdigest()
+    spec = Archive(urls=served["spec"].urls, md5=md5, filename="fake_voc.tar", extracted="VOCdevkit/VOC2012")
+    root = served["root"]
+    with pytest.raises(DataError, match="cannot unpack"):
+        download("voc2012", root, archives={"voc2012": spec})
+    assert not (root / "VOCdevkit" / "VOC2012").exists()
+    assert not (root / ".voc2012.complete").exists()
+    assert [p.name for p in root.iterdir()] == ["fake_voc.tar"]  # verified archive kept for a retry
+
+
+def test_archive_without_the_dataset_folder(served):
+    spec = Archive(urls=served["spec"].urls, md5=served["spec"].md5, filename="fake_voc.tar",
+                   extracted="benchmark_RELEASE")
+    with pytest.raises(DataError, match="does not contain the folder benchmark_RELEASE"):
+        download("sbd", served["root"], archives={"sbd": spec})
+    assert not (served["root"] / "benchmark_RELEASE").exists()
+    assert not (served["root"] / "VOCdevkit").exists()
+
+
+def test_refuses_to_replace_a_tree_it_did_not_make(served, synthetic_voc):
+    with pytest.raises(DataError, match="already exists"):
+        download("voc2012", synthetic_voc, archives={"voc2012": served["spec"]})
+
+
+def test_unreachable_source_keeps_partial_file(served):
+    root = served["root"]
+    root.mkdir()
+    (root / "fake_voc.tar.part").write_bytes(b"x" * 10)
+    spec = Archive(urls=("http://127.0.0.1:9/nothing.tar",), md5=served["spec"].md5,
+                   filename="fake_voc.tar", extracted="VOCdevkit/VOC2012")
+    with pytest.raises(DataError, match="run again to resume"):
+        download("voc2012", root, archives={"voc2012": spec})
+    assert (root / "fake_voc.tar.part").read_bytes() == b"x" * 10
+
+
+class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves one byte string and honours `Range: bytes=N-` (records what it was asked)."""
+
+    payload = b""
+    ranges: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        header = self.headers.get("Range")
+        type(self).ranges.append(header)
+        start = int(header.split("=")[1].rstrip("-")) if header else 0
+        body = self.payload[start:]
+        self.send_response(206 if header else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_http_download_resumes_a_partial_file(served):
+    payload = served["archive"].read_bytes()
+    _RangeHandler.payload, _RangeHandler.ranges = payload, []
+    server = http.server.HTTPServer(("127.0.0.1", 0), _RangeHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        root = served["root"]
+        root.mkdir()
+        half = len(payload) // 2
+        (root / "fake_voc.tar.part").write_bytes(payload[:half])
+        url = f"http://127.0.0.1:{server.server_port}/fake_voc.tar"
+        spec = Archive(urls=(url,), md5=served["spec"].md5, filename="fake_voc.tar",
+                       extracted="VOCdevkit/VOC2012")
+        download("voc2012", root, archives={"voc2012": spec}, keep_archive=True)
+    finally:
+        server.shutdown()
+        thread.join()
+    assert _RangeHandler.ranges == [f"bytes={half}-"]
+    assert (root / "fake_voc.tar").read_bytes() == payload
+    assert len(VOCSegmentationIndex(root, "val")) == 7
+
+
+def test_cli_download_reports_errors(monkeypatch, served, capsys):
+    from deconvnet.cli import main
+
+    bad = Archive(urls=served["spec"].urls, md5="1" * 32, filename="fake_voc.tar",
+                  extracted="VOCdevkit/VOC2012")
+    monkeypatch.setitem(dl.ARCHIVES, "sbd", bad)
+    assert main(["download", "sbd", "--root", str(served["root"])]) == 2
+    assert "checksum mismatch" in capsys.readouterr().err
