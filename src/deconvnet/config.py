@@ -59,6 +59,8 @@ class ProposalConfig:
     file: str | None = None  # method=file: precomputed boxes
     cache_dir: str = "${data.root}/proposals"
     workers: int = 0  # processes for precomputation; 0: all cores
+    # splits `deconvnet proposals` computes; empty: data.train_split, data.val_split, eval.split
+    splits: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -145,6 +147,9 @@ class EvalConfig:
     aggregation: str = "max"  # max (eq. 1, official) | sum (eq. 2)
     ensemble: str = "mean"  # mean of probabilities (paper) | product of scores (official code)
     proposal_batch_size: int = 64  # windows per DeconvNet forward
+    # proposals squared around their centre, as the stage-2 training windows are; false: the
+    # raw box, resized to the input with its aspect ratio distorted
+    window_square: bool = True
     save_probabilities: bool = False  # cache probability maps to re-run the CRF alone
     probabilities_dir: str | None = None  # CRF-only evaluation from a cache written earlier
     write_predictions: bool = False  # label PNGs per method (always on for split=test)

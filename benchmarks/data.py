@@ -1,0 +1,138 @@
+"""Data-loading throughput of the stage-1 and stage-2 training pipelines against a baseline.
+
+    python benchmarks/data.py [--images 60] [--examples 400] [--root DIR]
+
+Writes a synthetic VOC set at VOC image sizes (longer side 500) into a temporary folder
+(or uses --root), builds the stage-1 and stage-2 example lists once, and times, in one
+process (num_workers=0, i.e. per loader worker), loading the same examples with
+
+* ours: Stage1Dataset / Stage2Dataset (VOCSegmentationIndex, one cv2 affine warp for
+  crop + pad + resize to 250, albumentations random 224 crop + flip);
+* baseline: torchvision.datasets.VOCSegmentation + torchvision.transforms.v2 doing the
+  same work (pad with 0 / 255, crop the window, resize to 250 bilinear / nearest,
+  random 224 crop + horizontal flip), reading SegmentationObject for stage 1 as we do.
+
+Prints one JSON object: examples per second for each, and ours / baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from deconvnet.config import load_config
+from deconvnet.data.datasets import InstanceIndex, Stage1Dataset, Stage2Dataset
+from deconvnet.data.proposals import load_proposals
+from deconvnet.data.synthetic import generate
+from deconvnet.data.voc import VOCSegmentationIndex
+
+
+class TorchvisionBaseline(Dataset):
+    """The same examples, loaded the way a torchvision user would write it."""
+
+    def __init__(self, root: Path, split: str, table) -> None:
+        from torchvision.datasets import VOCSegmentation
+        from torchvision.transforms import v2
+
+        self.voc = VOCSegmentation(str(root), year="2012", image_set=split)
+        self.objects_dir = Path(root) / "VOCdevkit" / "VOC2012" / "SegmentationObject"
+        self.table = table
+        self.augment = v2.Compose([v2.RandomCrop(224), v2.RandomHorizontalFlip(0.5)])
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, k: int):
+        from torchvision import tv_tensors
+        from torchvision.transforms import v2
+        from torchvision.transforms.v2 import functional as F
+
+        i = int(self.table.image_index[k])
+        pil_image, pil_target = self.voc[i]
+        image = tv_tensors.Image(F.pil_to_tensor(pil_image))
+        label = torch.from_numpy(np.array(pil_target, dtype=np.uint8))
+        position = int(self.table.instance[k])
+        if position >= 0:  # stage 1: only the instance keeps its class
+            name = Path(self.voc.masks[i]).name
+            objects = torch.from_numpy(np.array(Image.open(self.objects_dir / name), dtype=np.uint8))
+            ids = [v for v in torch.unique(objects).tolist() if v not in (0, 255)]
+            mask = objects == ids[position]
+            class_id = int(torch.mode(label[mask]).values)
+            label = torch.where(label == 255, 255, 0).to(torch.uint8)
+            label[mask] = class_id
+        label = tv_tensors.Mask(label[None])
+        x1, y1, x2, y2 = (round(float(v)) for v in self.table.boxes[k])
+        _, height, width = image.shape
+        pad = [max(0, -x1), max(0, -y1), max(0, x2 - width), max(0, y2 - height)]
+        image = F.pad(image, pad, fill=0)
+        label = F.pad(label, pad, fill=255)
+        top, left = y1 + pad[1], x1 + pad[0]
+        image = F.crop(image, top, left, y2 - y1, x2 - x1)
+        label = F.crop(label, top, left, y2 - y1, x2 - x1)
+        image = F.resize(image, [250, 250], interpolation=v2.InterpolationMode.BILINEAR, antialias=False)
+        label = F.resize(label, [250, 250], interpolation=v2.InterpolationMode.NEAREST)
+        image, label = self.augment(image, label)
+        return {"image": image.as_subclass(torch.Tensor), "label": label[0].as_subclass(torch.Tensor).long()}
+
+
+def _rate(dataset: Dataset, rows: np.ndarray) -> float:
+    """Examples per second loading ``rows`` with a num_workers=0 DataLoader."""
+    subset = torch.utils.data.Subset(dataset, rows.tolist())
+    start = time.perf_counter()
+    for batch in DataLoader(subset, batch_size=16, num_workers=0):
+        assert batch["image"].dtype == torch.uint8 and batch["label"].dtype == torch.int64
+    return len(rows) / (time.perf_counter() - start)
+
+
+def compare(ours: Dataset, baseline: Dataset, rows: np.ndarray, repeats: int = 3) -> tuple[float, float]:
+    """Best rate of each over ``repeats`` rounds, the two measured alternately (fair under load)."""
+    best_ours = best_base = 0.0
+    for _ in range(repeats):
+        best_ours = max(best_ours, _rate(ours, rows))
+        best_base = max(best_base, _rate(baseline, rows))
+    return best_ours, best_base
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=100, help="synthetic images (default 100)")
+    parser.add_argument("--examples", type=int, default=200, help="examples timed per pipeline and round")
+    parser.add_argument("--root", default=None, help="existing VOC root (default: a temporary synthetic set)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)  # one loader worker = one core
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.root) if args.root else Path(tmp)
+        if not args.root:
+            generate(root, num_images=args.images, seed=0)
+        cfg = load_config(None, [f"data.root={root}", "data.train_split=train",
+                                 f"data.proposals.cache_dir={Path(tmp) / 'proposals'}"])
+        reader = VOCSegmentationIndex(root, "train")
+        index = InstanceIndex.build(reader)
+        stage1 = Stage1Dataset(reader, index, balance=False)
+        stage2 = Stage2Dataset(reader, load_proposals(cfg, "train", reader=reader), index, balance=False)
+        proposal_rows = np.arange(len(stage2) - len(stage2.proposal_table), len(stage2))
+        rng = np.random.default_rng(0)
+        result = {"images": len(reader), "image_size": "VOC-like, longer side 500",
+                  "num_workers": 0, "unit": "examples/s per worker"}
+        for name, ours, rows in (("stage1", stage1, np.arange(len(stage1))),
+                                 ("stage2_proposals", stage2, proposal_rows)):
+            rows = rng.choice(rows, size=min(args.examples, len(rows)), replace=False)
+            baseline = TorchvisionBaseline(root, "train", ours.table)
+            ours_rate, base_rate = compare(ours, baseline, rows)
+            result[name] = {"examples": len(rows), "ours": round(ours_rate, 1),
+                            "torchvision_baseline": round(base_rate, 1),
+                            "ratio": round(ours_rate / base_rate, 2)}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

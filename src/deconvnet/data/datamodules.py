@@ -1,0 +1,225 @@
+"""Lightning DataModules: stage 1, stage 2 and whole images. Each takes the whole
+experiment config (``cfg``, a DictConfig of :class:`deconvnet.config.ExperimentConfig`).
+
+Batches: ``cfg.data.batch_size`` is the GLOBAL batch (64, the paper's 8 x iter_size 8).
+Each process loads ``cfg.data.per_device_batch_size`` examples, or batch_size / world size
+when that is None; :func:`batch_plan` gives the gradient accumulation that keeps the
+global batch whatever the number of devices (the trainer sets accumulate_grad_batches
+from it).
+
+Training loaders shuffle (Lightning swaps in a ``DistributedSampler`` under DDP) and drop
+the last incomplete batch. Validation and evaluation loaders use
+:class:`~deconvnet.data.samplers.EvalDistributedSampler` under DDP, so every image or
+window is evaluated by exactly one process and none twice; being a ``DistributedSampler``
+subclass, Lightning leaves it in place (``use_distributed_sampler`` may stay True).
+
+Heavy work (reading the split lists and file headers, indexing all instances,
+proposals) happens once, in ``prepare_data`` / ``setup``.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from deconvnet.data.datasets import (
+    InstanceIndex,
+    Stage1Dataset,
+    Stage2Dataset,
+    WholeImageDataset,
+    pad_collate,
+)
+from deconvnet.data.samplers import EvalDistributedSampler, distributed_context
+from deconvnet.errors import UserError
+
+
+def batch_plan(global_batch: int, world_size: int, per_device: int | None = None) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation steps) so that
+    per_device x world_size x accumulation == global_batch.
+
+    per_device None: global_batch / world_size, no accumulation. Raises UserError when the
+    numbers do not divide.
+    """
+    if global_batch < 1 or world_size < 1:
+        raise UserError(f"data.batch_size ({global_batch}) and the number of devices ({world_size}) must be >= 1")
+    if per_device is None:
+        if global_batch % world_size:
+            raise UserError(
+                f"data.batch_size={global_batch} (the global batch) cannot be split evenly over "
+                f"{world_size} devices; choose a multiple of {world_size} or set "
+                "data.per_device_batch_size"
+            )
+        return global_batch // world_size, 1
+    per_device = int(per_device)
+    if per_device < 1 or global_batch % (per_device * world_size):
+        raise UserError(
+            f"data.batch_size={global_batch} (the global batch) is not a multiple of "
+            f"data.per_device_batch_size={per_device} x {world_size} devices; change one of them "
+            "so that gradient accumulation can keep the global batch"
+        )
+    return per_device, global_batch // (per_device * world_size)
+
+
+def open_split(cfg, split: str):
+    """The reader of one split of cfg.data.root (checks lists, files and sizes once)."""
+    from deconvnet.data.voc import VOCSegmentationIndex
+
+    return VOCSegmentationIndex(cfg.data.root, split)
+
+
+class _DeconvNetData(L.LightningDataModule):
+    """What the three DataModules share: batch sizes, loaders, the distributed context."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    # ---- the distributed context ---------------------------------------------------------
+    def _world(self) -> tuple[int, int]:
+        """(world size, global rank): from the attached trainer, else the process group."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return int(trainer.world_size), int(trainer.global_rank)
+        return distributed_context()
+
+    def per_device_batch_size(self) -> int:
+        data = self.cfg.data
+        return batch_plan(int(data.batch_size), self._world()[0], data.per_device_batch_size)[0]
+
+    def accumulate_grad_batches(self) -> int:
+        data = self.cfg.data
+        return batch_plan(int(data.batch_size), self._world()[0], data.per_device_batch_size)[1]
+
+    # ---- loaders --------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool, collate_fn=None) -> DataLoader:
+        workers = int(self.cfg.data.num_workers)
+        sampler = None
+        if not train:
+            world, rank = self._world()
+            sampler = EvalDistributedSampler(dataset, num_replicas=world, rank=rank)
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=train if sampler is None else False,
+            sampler=sampler, drop_last=train, num_workers=workers,
+            persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_fn,
+        )
+
+    def _require(self, dataset: Dataset | None, what: str) -> Dataset:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not built the {what} set yet")
+        return dataset
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._require(self.train_set, "training")
+        batch = self.per_device_batch_size()
+        if len(dataset) < batch:
+            raise UserError(
+                f"the training set of split '{self.cfg.data.train_split}' has {len(dataset)} examples, "
+                f"fewer than one per-device batch ({batch}); lower data.batch_size"
+            )
+        return self._loader(dataset, batch, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._require(self.val_set, "validation"), self.per_device_batch_size(), train=False)
+
+
+class Stage1DataModule(_DeconvNetData):
+    """Stage 1: one window per annotated instance of cfg.data.train_split (class-balanced by
+    default); validation on the same windows of cfg.data.val_split, not augmented or balanced."""
+
+    def setup(self, stage: str | None = None) -> None:
+        data = self.cfg.data
+        if self.train_set is None and stage in (None, "fit"):
+            reader = open_split(self.cfg, data.train_split)
+            self.train_set = self._training_set(reader, InstanceIndex.build(reader))
+        if self.val_set is None and stage in (None, "fit", "validate"):
+            reader = open_split(self.cfg, data.val_split)
+            self.val_set = Stage1Dataset(
+                reader, InstanceIndex.build(reader), box_scale=data.box_scale, balance=False,
+                train=False, window_size=data.window_size, crop_size=data.crop_size)
+
+    def _training_set(self, reader, index: InstanceIndex) -> Dataset:
+        data = self.cfg.data
+        return Stage1Dataset(reader, index, box_scale=data.box_scale, balance=data.balance_classes,
+                             train=True, window_size=data.window_size, crop_size=data.crop_size,
+                             seed=int(self.cfg.seed))
+
+
+class Stage2DataModule(Stage1DataModule):
+    """Stage 2: the stage-1 examples plus square proposal windows of cfg.data.train_split whose
+    IoU with a ground-truth box >= cfg.data.iou_threshold. Proposals are computed and cached
+    in ``prepare_data`` (once per node), then read in ``setup``."""
+
+    def prepare_data(self) -> None:
+        from deconvnet.data.proposals import ensure_proposals
+
+        ensure_proposals(self.cfg, self.cfg.data.train_split)
+
+    def _training_set(self, reader, index: InstanceIndex) -> Dataset:
+        from deconvnet.data.proposals import load_proposals
+
+        data = self.cfg.data
+        proposals = load_proposals(self.cfg, data.train_split, reader=reader)
+        return Stage2Dataset(reader, proposals, index, iou_threshold=data.iou_threshold,
+                             box_scale=data.box_scale, balance=data.balance_classes, train=True,
+                             window_size=data.window_size, crop_size=data.crop_size,
+                             seed=int(self.cfg.seed))
+
+
+class WholeImageDataModule(_DeconvNetData):
+    """Whole images: FCN-8s training on cfg.data.train_split (longer side capped at
+    cfg.data.max_image_size when set; batches of different sizes are padded with 0 / 255)
+    and evaluation loaders (batch 1, original size, every image once across processes)."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self._eval_sets: dict[str, WholeImageDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        data = self.cfg.data
+        if self.train_set is None and stage in (None, "fit"):
+            self.train_set = WholeImageDataset(open_split(self.cfg, data.train_split), data.max_image_size)
+        if stage in (None, "fit", "validate"):
+            self.val_set = self.eval_dataset(data.val_split)
+        if stage in ("test", "predict"):
+            self.eval_dataset(self.cfg.eval.split)
+
+    def eval_dataset(self, split: str | None = None) -> WholeImageDataset:
+        split = str(split or self.cfg.data.val_split)
+        if split not in self._eval_sets:
+            self._eval_sets[split] = WholeImageDataset(open_split(self.cfg, split))
+        return self._eval_sets[split]
+
+    def eval_dataloader(self, split: str | None = None) -> DataLoader:
+        """Batch-1 loader over ``split`` (default cfg.data.val_split): dicts
+        {"image": uint8 1x3xHxW, "label": int64 1xHxW, "id": [str], "index": int64 [1]}."""
+        return self._loader(self.eval_dataset(split), batch_size=1, train=False)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._require(self.train_set, "training")
+        batch = self.per_device_batch_size()
+        collate = pad_collate if batch > 1 else None
+        return self._loader(dataset, batch, train=True, collate_fn=collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader(self.cfg.data.val_split)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader(self.cfg.eval.split)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.eval_dataloader(self.cfg.eval.split)
+
+
+DATAMODULES = {"stage1": Stage1DataModule, "stage2": Stage2DataModule, "whole": WholeImageDataModule}
+
+
+def build_datamodule(cfg) -> _DeconvNetData:
+    """The DataModule named by cfg.data.kind (stage1 | stage2 | whole)."""
+    kind = str(cfg.data.kind)
+    if kind not in DATAMODULES:
+        raise UserError(f"data.kind: unknown kind '{kind}'; choose one of {', '.join(DATAMODULES)}")
+    return DATAMODULES[kind](cfg)

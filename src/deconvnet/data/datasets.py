@@ -1,0 +1,296 @@
+"""Training and evaluation datasets: stage-1 instance windows, stage-2 proposal windows,
+whole images.
+
+Examples are rows of an :class:`ExampleTable` (parallel numpy arrays: image, window box,
+kept instance), built once at setup from an :class:`InstanceIndex` of the split's
+annotated objects; items are decoded on demand through
+:class:`~deconvnet.data.voc.VOCSegmentationIndex`.
+
+* Stage 1 (PAPER.md, "Training data"): one window per annotated instance, its tight box
+  enlarged ``box_scale`` (1.2) times around its centre (not squared; padded where it
+  leaves the image). Only that instance keeps its class; the other objects' pixels become
+  background (0); void stays 255. Optional class balancing by duplication
+  (:func:`balance_classes`).
+* Stage 2: the stage-1 examples plus proposal windows: each proposal squared around its
+  centre, kept when its IoU with some ground-truth instance box reaches ``iou_threshold``
+  (the IoU of the square window itself, so every kept window satisfies the threshold);
+  labels are all the class labels inside the window.
+* Whole images: for FCN-8s training and for evaluation.
+
+Every window item is a dict ``{"image": uint8 3 x s x s, "label": int64 s x s}``; training
+windows are cut to ``window_size`` (250) then randomly cropped to ``crop_size`` (224) and
+flipped, validation windows are cut straight to ``crop_size`` (as inference cuts them).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from deconvnet.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+from deconvnet.data.transforms import SeededTransform, to_tensors, training_augmentation
+from deconvnet.data.windows import box_iou, cut_window, enlarge_boxes, square_boxes
+from deconvnet.errors import DataError, UserError
+
+# -------------------------------------------------------------------------- instance index
+
+
+@dataclass(frozen=True)
+class InstanceIndex:
+    """Every annotated instance of a split: image index, position in ``reader.instances(i)``,
+    class id and tight box (float32 [x1, y1, x2, y2])."""
+
+    image_index: np.ndarray  # int64 [M], sorted
+    position: np.ndarray  # int64 [M]
+    class_id: np.ndarray  # int64 [M]
+    boxes: np.ndarray  # float32 [M, 4]
+    starts: np.ndarray  # int64 [num_images + 1]: image i owns rows starts[i]:starts[i + 1]
+
+    def __len__(self) -> int:
+        return len(self.image_index)
+
+    def rows_of(self, i: int) -> slice:
+        return slice(int(self.starts[i]), int(self.starts[i + 1]))
+
+    @classmethod
+    def build(cls, reader, threads: int = 8) -> InstanceIndex:
+        """Read every image's instances once (threads: PNG decoding releases the GIL)."""
+        if not reader.has_labels:
+            raise DataError(f"split '{reader.split}' has no labels, so it has no instances to train on")
+
+        def boxes_and_classes(i: int) -> tuple[np.ndarray, np.ndarray]:
+            instances = reader.instances(i)
+            boxes = np.array([inst.box for inst in instances], np.float32).reshape(-1, 4)
+            return boxes, np.array([inst.class_id for inst in instances], np.int64)
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            results = list(tqdm(pool.map(boxes_and_classes, range(len(reader))), total=len(reader),
+                                desc=f"indexing instances of {reader.split}", unit="img",
+                                disable=len(reader) < 500, leave=False))
+        counts = np.array([len(c) for _, c in results], np.int64)
+        return cls(
+            image_index=np.repeat(np.arange(len(reader), dtype=np.int64), counts),
+            position=np.concatenate([np.arange(n, dtype=np.int64) for n in counts] + [np.zeros(0, np.int64)]),
+            class_id=np.concatenate([c for _, c in results] + [np.zeros(0, np.int64)]),
+            boxes=np.concatenate([b for b, _ in results] + [np.zeros((0, 4), np.float32)]),
+            starts=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        )
+
+
+# ---------------------------------------------------------------------------- example table
+
+
+@dataclass(frozen=True)
+class ExampleTable:
+    """One row per training example: the image, the window box, and which instance alone
+    keeps its class (``instance`` = position in ``reader.instances(i)``, or -1: all labels).
+    ``class_id`` is the class of the instance (stage 1) or of the best-overlapping instance
+    (proposal windows); it is used for balancing and statistics."""
+
+    image_index: np.ndarray  # int64 [N]
+    boxes: np.ndarray  # float32 [N, 4] window boxes in image coordinates
+    instance: np.ndarray  # int64 [N]
+    class_id: np.ndarray  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.image_index)
+
+    def take(self, rows: np.ndarray) -> ExampleTable:
+        return ExampleTable(self.image_index[rows], self.boxes[rows], self.instance[rows], self.class_id[rows])
+
+    @staticmethod
+    def concat(*tables: ExampleTable) -> ExampleTable:
+        return ExampleTable(*(np.concatenate([getattr(t, f) for t in tables])
+                              for f in ("image_index", "boxes", "instance", "class_id")))
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.class_id, minlength=NUM_CLASSES)
+
+
+def stage1_examples(index: InstanceIndex, box_scale: float = 1.2) -> ExampleTable:
+    """One example per instance: its tight box enlarged ``box_scale`` times."""
+    return ExampleTable(index.image_index.copy(), enlarge_boxes(index.boxes, box_scale).reshape(-1, 4),
+                        index.position.copy(), index.class_id.copy())
+
+
+def balance_classes(table: ExampleTable, seed: int = 0) -> ExampleTable:
+    """Duplicate examples so that every class present has as many as the most frequent one.
+
+    Rule: a class with n examples and a target of T (the largest class count) gets each of
+    its examples floor(T / n) times, plus T mod n of them once more, chosen at random
+    (seeded). Classes without examples stay absent.
+    """
+    counts = table.class_counts()
+    target = int(counts.max()) if len(table) else 0
+    rng = np.random.default_rng(seed)
+    rows = []
+    for class_id in np.flatnonzero(counts):
+        members = np.flatnonzero(table.class_id == class_id)
+        repeats, extra = divmod(target, len(members))
+        rows.append(np.tile(members, repeats))
+        rows.append(rng.choice(members, size=extra, replace=False))
+    return table.take(np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.int64))
+
+
+def proposal_examples(reader, index: InstanceIndex, proposals: dict[str, np.ndarray],
+                      iou_threshold: float = 0.5) -> ExampleTable:
+    """Square proposal windows whose IoU with some ground-truth instance box >= iou_threshold."""
+    parts = []
+    for i, image_id in enumerate(reader.ids):
+        boxes = proposals.get(image_id)
+        if boxes is None:
+            raise DataError(f"no proposals for image '{image_id}' of split '{reader.split}'")
+        rows = index.rows_of(i)
+        gt = index.boxes[rows]
+        if len(boxes) == 0 or len(gt) == 0:
+            continue
+        windows = square_boxes(boxes)
+        iou = box_iou(windows, gt)
+        keep = iou.max(axis=1) >= iou_threshold
+        if keep.any():
+            best = iou[keep].argmax(axis=1)
+            parts.append(ExampleTable(np.full(int(keep.sum()), i, np.int64), windows[keep],
+                                      np.full(int(keep.sum()), -1, np.int64),
+                                      index.class_id[rows][best]))
+    if not parts:
+        return ExampleTable(np.zeros(0, np.int64), np.zeros((0, 4), np.float32),
+                            np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return ExampleTable.concat(*parts)
+
+
+def single_instance_label(label: np.ndarray, mask: np.ndarray, class_id: int) -> np.ndarray:
+    """Stage-1 label: the instance keeps ``class_id``, void stays 255, everything else is 0."""
+    out = np.where(label == IGNORE_INDEX, IGNORE_INDEX, 0).astype(np.uint8)
+    out[mask] = class_id
+    return out
+
+
+# ------------------------------------------------------------------------------- datasets
+
+
+class WindowDataset(Dataset):
+    """Windows of an :class:`ExampleTable`, cut, resized and (for training) augmented."""
+
+    def __init__(self, reader, table: ExampleTable, train: bool = True,
+                 window_size: int = 250, crop_size: int = 224) -> None:
+        if window_size < crop_size:
+            raise UserError(f"data.window_size ({window_size}) must be >= data.crop_size ({crop_size}): "
+                            "windows are resized to window_size, then cropped to crop_size")
+        self.reader, self.table, self.train = reader, table, train
+        self.window_size, self.crop_size = int(window_size), int(crop_size)
+        self.augment = SeededTransform(training_augmentation(self.crop_size)) if train else None
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        i = int(self.table.image_index[k])
+        image, label = self.reader.image(i), self.reader.label(i)
+        position = int(self.table.instance[k])
+        if position >= 0:
+            instance = self.reader.instances(i, label)[position]  # label passed: decoded once
+            label = single_instance_label(label, instance.mask, instance.class_id)
+        size = self.window_size if self.train else self.crop_size
+        image, label = cut_window(image, self.table.boxes[k], size, label)
+        if self.augment is not None:
+            image, label = self.augment(image, label)
+        image_t, label_t = to_tensors(image, label)
+        return {"image": image_t, "label": label_t}
+
+    def describe(self) -> str:
+        counts = self.table.class_counts()
+        present = ", ".join(f"{VOC_CLASSES[c]} {counts[c]}" for c in np.flatnonzero(counts))
+        return f"{len(self)} windows of {len(self.reader)} images ({present})"
+
+
+def _no_examples(reader, what: str) -> DataError:
+    return DataError(
+        f"no {what} in split '{reader.split}' of {reader.root}: its {len(reader)} images have no "
+        "annotated object instances (SegmentationObject masks with object ids of classes 1..20)"
+    )
+
+
+class Stage1Dataset(WindowDataset):
+    """One window per annotated instance (tight box x ``box_scale``), optionally class-balanced."""
+
+    def __init__(self, reader, index: InstanceIndex | None = None, box_scale: float = 1.2,
+                 balance: bool = True, train: bool = True, window_size: int = 250,
+                 crop_size: int = 224, seed: int = 0) -> None:
+        self.index = index if index is not None else InstanceIndex.build(reader)
+        table = stage1_examples(self.index, box_scale)
+        if len(table) == 0:
+            raise _no_examples(reader, "stage-1 examples")
+        if balance:
+            table = balance_classes(table, seed)
+        super().__init__(reader, table, train, window_size, crop_size)
+
+
+class Stage2Dataset(WindowDataset):
+    """The stage-1 examples (class-balanced as in stage 1 when ``balance``) plus the square
+    proposal windows that overlap an instance (never duplicated)."""
+
+    def __init__(self, reader, proposals: dict[str, np.ndarray], index: InstanceIndex | None = None,
+                 iou_threshold: float = 0.5, box_scale: float = 1.2, balance: bool = True,
+                 train: bool = True, window_size: int = 250, crop_size: int = 224, seed: int = 0) -> None:
+        self.index = index if index is not None else InstanceIndex.build(reader)
+        stage1 = stage1_examples(self.index, box_scale)
+        if len(stage1) == 0:
+            raise _no_examples(reader, "stage-2 examples")
+        if balance:
+            stage1 = balance_classes(stage1, seed)
+        self.proposal_table = proposal_examples(reader, self.index, proposals, iou_threshold)
+        super().__init__(reader, ExampleTable.concat(stage1, self.proposal_table), train, window_size, crop_size)
+
+
+class WholeImageDataset(Dataset):
+    """Whole images with their labels (all 255 for a split without labels), id and index.
+
+    ``max_image_size``: when set, images are resized (bilinear; labels nearest) so that the
+    longer side is at most this; None keeps the original size (always so for evaluation).
+    """
+
+    def __init__(self, reader, max_image_size: int | None = None) -> None:
+        if len(reader) == 0:
+            raise DataError(f"split '{reader.split}' of {reader.root} has no images")
+        self.reader = reader
+        self.max_image_size = int(max_image_size) if max_image_size else None
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, i: int) -> dict:
+        image = self.reader.image(i)
+        if self.reader.has_labels:
+            label = self.reader.label(i)
+        else:
+            label = np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
+        if self.max_image_size and max(image.shape[:2]) > self.max_image_size:
+            scale = self.max_image_size / max(image.shape[:2])
+            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+            label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+        image_t, label_t = to_tensors(image, label)
+        return {"image": image_t, "label": label_t, "id": self.reader.ids[i], "index": i}
+
+
+def pad_collate(items: list[dict]) -> dict:
+    """Batch images of different sizes: pad at the bottom/right (image 0, label 255)."""
+    height = max(item["image"].shape[1] for item in items)
+    width = max(item["image"].shape[2] for item in items)
+    images = torch.zeros((len(items), 3, height, width), dtype=torch.uint8)
+    labels = torch.full((len(items), height, width), IGNORE_INDEX, dtype=torch.int64)
+    for b, item in enumerate(items):
+        _, h, w = item["image"].shape
+        images[b, :, :h, :w] = item["image"]
+        labels[b, :h, :w] = item["label"]
+    batch = {"image": images, "label": labels}
+    if "id" in items[0]:
+        batch["id"] = [item["id"] for item in items]
+        batch["index"] = torch.tensor([item["index"] for item in items], dtype=torch.int64)
+    return batch

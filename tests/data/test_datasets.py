@@ -1,0 +1,233 @@
+"""Stage-1, stage-2 and whole-image datasets on the synthetic VOC tree."""
+
+from __future__ import annotations
+
+import shutil
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from deconvnet.config import load_config
+from deconvnet.data.classes import IGNORE_INDEX
+from deconvnet.data.datasets import (
+    ExampleTable,
+    InstanceIndex,
+    Stage1Dataset,
+    Stage2Dataset,
+    WholeImageDataset,
+    WindowDataset,
+    balance_classes,
+    pad_collate,
+    single_instance_label,
+)
+from deconvnet.data.proposals import load_proposals
+from deconvnet.data.transforms import SeededTransform, training_augmentation
+from deconvnet.data.voc import VOCSegmentationIndex
+from deconvnet.data.windows import box_iou, cut_window, enlarge_boxes
+from deconvnet.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def train_reader(synthetic_voc):
+    return VOCSegmentationIndex(synthetic_voc, "train")
+
+
+@pytest.fixture(scope="module")
+def train_index(train_reader):
+    return InstanceIndex.build(train_reader)
+
+
+def test_instance_index_lists_every_instance(train_reader, train_index):
+    total = 0
+    for i in range(len(train_reader)):
+        instances = train_reader.instances(i)
+        rows = train_index.rows_of(i)
+        np.testing.assert_array_equal(train_index.boxes[rows], [inst.box for inst in instances])
+        assert train_index.class_id[rows].tolist() == [inst.class_id for inst in instances]
+        assert (train_index.image_index[rows] == i).all()
+        total += len(instances)
+    assert len(train_index) == total > len(train_reader)
+
+
+def test_stage1_examples_match_instances_one_to_one(train_reader, train_index):
+    dataset = Stage1Dataset(train_reader, train_index, box_scale=1.2, balance=False, train=False, crop_size=64)
+    assert len(dataset) == len(train_index)
+    several_seen = False
+    for k in range(len(dataset)):
+        i, position = int(dataset.table.image_index[k]), int(dataset.table.instance[k])
+        instances = train_reader.instances(i)
+        instance = instances[position]
+        np.testing.assert_allclose(dataset.table.boxes[k], enlarge_boxes(instance.box, 1.2)[0])
+        item = dataset[k]
+        assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.uint8
+        assert item["label"].shape == (64, 64) and item["label"].dtype == torch.int64
+        values = set(item["label"].unique().tolist())
+        assert values <= {0, instance.class_id, IGNORE_INDEX} and instance.class_id in values
+        # exactly the label built from this instance alone, cut from the window
+        expected = single_instance_label(train_reader.label(i), instance.mask, instance.class_id)
+        _, expected = cut_window(train_reader.image(i), dataset.table.boxes[k], 64, expected)
+        np.testing.assert_array_equal(item["label"].numpy(), expected)
+        # the other instances' pixels are background
+        others = np.zeros_like(instance.mask)
+        for j, other in enumerate(instances):
+            if j != position:
+                others |= other.mask
+        if others.any():
+            several_seen = True
+            _, others_cut = cut_window(train_reader.image(i), dataset.table.boxes[k], 64,
+                                       others.astype(np.uint8))
+            inside = others_cut == 1
+            assert (item["label"].numpy()[inside] == 0).all()
+    assert several_seen  # the synthetic images have several instances
+
+
+def test_single_instance_label_rule():
+    label = np.array([[0, 3, 3], [255, 5, 5], [3, 255, 0]], np.uint8)
+    mask = np.array([[0, 1, 1], [0, 0, 0], [1, 0, 0]], bool)
+    np.testing.assert_array_equal(single_instance_label(label, mask, 3),
+                                  [[0, 3, 3], [255, 0, 0], [3, 255, 0]])
+
+
+def test_balancing_makes_class_counts_equal(train_reader, train_index):
+    plain = Stage1Dataset(train_reader, train_index, balance=False)
+    balanced = Stage1Dataset(train_reader, train_index, balance=True, seed=3)
+    counts = plain.table.class_counts()
+    balanced_counts = balanced.table.class_counts()
+    present = counts > 0
+    assert len(set(counts[present].tolist())) > 1  # the test is meaningful: unbalanced before
+    assert (balanced_counts[present] == counts.max()).all() and (balanced_counts[~present] == 0).all()
+    # every original example is still there, duplicates only add
+    originals = {(int(i), int(p)) for i, p in zip(plain.table.image_index, plain.table.instance)}
+    kept = {(int(i), int(p)) for i, p in zip(balanced.table.image_index, balanced.table.instance)}
+    assert originals == kept
+
+
+def test_balance_rule_on_a_small_table():
+    table = ExampleTable(np.arange(6), np.zeros((6, 4), np.float32), np.zeros(6, np.int64),
+                         np.array([1, 1, 1, 1, 1, 2]))
+    balanced = balance_classes(table)
+    assert balanced.class_counts()[1] == 5 and balanced.class_counts()[2] == 5
+    assert (balanced.image_index[balanced.class_id == 2] == 5).all()
+
+
+def test_stage2_windows_are_square_and_overlap_ground_truth(synthetic_voc, tmp_path, train_reader, train_index):
+    cfg = load_config(None, [
+        f"data.root={synthetic_voc}", "data.train_split=train", f"data.proposals.cache_dir={tmp_path}",
+        "data.proposals.method=ground_truth", "data.proposals.min_size=8", "data.proposals.workers=1",
+    ])
+    proposals = load_proposals(cfg, "train", reader=train_reader)
+    dataset = Stage2Dataset(train_reader, proposals, train_index, iou_threshold=0.5, balance=False,
+                            train=False, crop_size=48)
+    windows = dataset.proposal_table
+    assert len(dataset) == len(train_index) + len(windows) and len(windows) > 0
+    widths, heights = windows.boxes[:, 2] - windows.boxes[:, 0], windows.boxes[:, 3] - windows.boxes[:, 1]
+    np.testing.assert_allclose(widths, heights, rtol=1e-5)
+    for k in range(len(windows)):
+        gt = train_index.boxes[train_index.rows_of(int(windows.image_index[k]))]
+        assert box_iou(windows.boxes[k], gt).max() >= 0.5
+    assert (windows.instance == -1).all()
+    # a stricter threshold keeps a subset
+    strict = Stage2Dataset(train_reader, proposals, train_index, iou_threshold=0.8, balance=False)
+    assert len(strict.proposal_table) < len(windows)
+    # labels: all the classes inside the window
+    k = len(dataset) - 1
+    i = int(dataset.table.image_index[k])
+    _, expected = cut_window(train_reader.image(i), dataset.table.boxes[k], 48, train_reader.label(i))
+    np.testing.assert_array_equal(dataset[k]["label"].numpy(), expected)
+
+
+def test_window_leaving_the_image_is_padded(train_reader):
+    height, width = train_reader.sizes[0]
+    # a square window twice the image's larger side, centred on the image
+    side = 2 * max(height, width)
+    box = np.array([[width / 2 - side / 2, height / 2 - side / 2, width / 2 + side / 2, height / 2 + side / 2]],
+                   np.float32)
+    table = ExampleTable(np.zeros(1, np.int64), box, np.full(1, -1, np.int64), np.zeros(1, np.int64))
+    item = WindowDataset(train_reader, table, train=False, crop_size=64)[0]
+    image, label = item["image"].numpy(), item["label"].numpy()
+    # the outer quarter on each side is outside the image
+    assert (image[:, :, :15] == 0).all() and (image[:, :15, :] == 0).all()
+    assert (label[:, :16] == 255).all() and (label[:16, :] == 255).all()
+    assert (label[:, -16:] == 255).all() and (label[-16:, :] == 255).all()
+    assert (label[28:36, 28:36] != 255).any()  # the image is in the middle
+
+
+def test_training_augmentation_crops_and_flips_image_and_label_together():
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 21, (250, 250), dtype=np.uint8)
+    image = np.stack([label * 10, label, 255 - label], axis=2).astype(np.uint8)
+    augment = SeededTransform(training_augmentation(224))
+    flipped = 0
+    for _ in range(12):
+        out_image, out_label = augment(image, label)
+        assert out_image.shape == (224, 224, 3) and out_label.shape == (224, 224)
+        np.testing.assert_array_equal(out_image[:, :, 1], out_label)  # image and label moved together
+        flipped += not any(np.array_equal(out_label, label[y:y + 224, x:x + 224])
+                           for y in range(27) for x in range(27))
+    assert 0 < flipped < 12  # flips happen, but not always
+
+
+def test_workers_draw_different_augmentations(monkeypatch):
+    image = np.arange(250 * 250 * 3, dtype=np.uint32).reshape(250, 250, 3).astype(np.uint8)
+    label = (np.arange(250 * 250).reshape(250, 250) % 200).astype(np.uint8)
+    draws = []
+    for seed in (1, 2, 1):
+        monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda s=seed: types.SimpleNamespace(seed=s))
+        augment = SeededTransform(training_augmentation(224))
+        draws.append([augment(image, label)[1] for _ in range(4)])
+    assert any(not np.array_equal(a, b) for a, b in zip(draws[0], draws[1]))
+    assert all(np.array_equal(a, b) for a, b in zip(draws[0], draws[2]))  # reproducible per seed
+
+
+def test_no_instances_is_a_data_error():
+    reader = type("EmptyReader", (), {"split": "train", "root": "somewhere", "ids": ["a", "b"],
+                                      "has_labels": True, "instances": lambda self, i: [],
+                                      "__len__": lambda self: 2})()
+    with pytest.raises(DataError, match="no stage-1 examples in split 'train'"):
+        Stage1Dataset(reader)
+    with pytest.raises(DataError, match="no stage-2 examples in split 'train'"):
+        Stage2Dataset(reader, {"a": np.zeros((0, 4)), "b": np.zeros((0, 4))})
+
+
+def test_whole_images_keep_their_size_or_are_capped(train_reader):
+    item = WholeImageDataset(train_reader)[1]
+    height, width = train_reader.sizes[1]
+    assert item["image"].shape == (3, height, width) and item["image"].dtype == torch.uint8
+    assert item["label"].shape == (height, width) and item["label"].dtype == torch.int64
+    assert item["id"] == train_reader.ids[1] and item["index"] == 1
+    np.testing.assert_array_equal(item["label"].numpy(), train_reader.label(1))
+    capped = WholeImageDataset(train_reader, max_image_size=64)[1]
+    assert max(capped["image"].shape[1:]) == 64 and capped["label"].shape == capped["image"].shape[1:]
+    assert set(capped["label"].unique().tolist()) <= set(np.unique(train_reader.label(1)).tolist())
+
+
+def test_unlabelled_split_gives_void_labels(synthetic_voc, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(synthetic_voc, root)
+    voc = root / "VOCdevkit" / "VOC2012"
+    shutil.copy(voc / "JPEGImages" / "synth_000000.jpg", voc / "JPEGImages" / "test_000001.jpg")
+    (voc / "ImageSets" / "Segmentation" / "test.txt").write_text("test_000001\n")
+    item = WholeImageDataset(VOCSegmentationIndex(root, "test"))[0]
+    assert item["id"] == "test_000001" and (item["label"] == 255).all()
+    assert item["label"].shape == item["image"].shape[1:]
+
+
+def test_pad_collate_pads_image_0_and_label_255():
+    items = [{"image": torch.ones(3, 4, 6, dtype=torch.uint8), "label": torch.zeros(4, 6, dtype=torch.int64),
+              "id": "a", "index": 0},
+             {"image": torch.ones(3, 5, 3, dtype=torch.uint8), "label": torch.zeros(5, 3, dtype=torch.int64),
+              "id": "b", "index": 1}]
+    batch = pad_collate(items)
+    assert batch["image"].shape == (2, 3, 5, 6) and batch["label"].shape == (2, 5, 6)
+    assert (batch["image"][0, :, 4] == 0).all() and (batch["label"][0, 4] == 255).all()
+    assert (batch["image"][1, :, :, 3:] == 0).all() and (batch["label"][1, :, 3:] == 255).all()
+    assert batch["id"] == ["a", "b"] and batch["index"].tolist() == [0, 1]
+
+
+def test_window_size_below_crop_size_is_refused(train_reader, train_index):
+    from deconvnet.errors import UserError
+
+    with pytest.raises(UserError, match="data.window_size"):
+        Stage1Dataset(train_reader, train_index, window_size=200, crop_size=224)

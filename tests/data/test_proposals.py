@@ -1,0 +1,285 @@
+"""Proposals: the common filtering rules, each generator, the cache and its invalidation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deconvnet.config import load_config
+from deconvnet.data.proposals import (
+    generators,
+    load_proposals,
+    precompute_from_config,
+    proposal_splits,
+    proposals_for_image,
+)
+from deconvnet.data.proposals.cache import cache_path, read_cache
+from deconvnet.data.proposals.edges import edge_map, edge_orientation, gradient_edges
+from deconvnet.data.proposals.precompute import ensure_proposals, proposal_parameters
+from deconvnet.data.voc import VOCSegmentationIndex
+from deconvnet.data.windows import box_iou, clip_boxes, enlarge_boxes
+from deconvnet.errors import DataError, UserError
+
+
+def make_cfg(root: Path, cache: Path, *overrides: str):
+    return load_config(None, [
+        f"data.root={root}", "data.train_split=train", f"data.proposals.cache_dir={cache}",
+        "data.proposals.method=ground_truth", "data.proposals.min_size=16", "data.proposals.workers=1",
+        *overrides,
+    ])
+
+
+# ---------------------------------------------------------------------------- filtering rules
+
+
+def test_finalize_sorts_filters_min_size_and_keeps_top_k():
+    boxes = np.array([
+        [0, 0, 50, 50], [0, 0, 10, 80], [10, 10, 90, 90], [0, 0, 60, 40], [-20, 0, 30, 60],
+    ], np.float32)
+    scores = np.array([0.2, 0.9, 0.5, 0.7, 0.4], np.float32)
+    out = generators.finalize(boxes, scores, width=100, height=100, min_size=30, top_k=3)
+    assert out.dtype == np.float32 and out.shape == (3, 4)
+    # [0,0,10,80] is too thin; the one crossing x=0 is clipped to [0,0,30,60] (min side 30: kept)
+    np.testing.assert_array_equal(out, [[0, 0, 60, 40], [10, 10, 90, 90], [0, 0, 30, 60]])
+    assert generators.finalize(boxes, scores, 100, 100, min_size=200, top_k=50).shape == (0, 4)
+
+
+# ---------------------------------------------------------------------------- generators
+
+
+def _rectangle_image() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    image = np.full((160, 200, 3), 120, np.uint8) + rng.integers(0, 8, (160, 200, 3), dtype=np.uint8)
+    image[30:130, 40:170] = (220, 40, 40)
+    return image, np.array([[40, 30, 170, 130]], np.float32)
+
+
+def test_edge_orientation_convention_matches_opencv():
+    """0 for a vertical edge and pi/2 for a horizontal one, as OpenCV's computeOrientation."""
+    vertical = np.zeros((64, 64, 3), np.uint8)
+    vertical[:, 32:] = 255
+    edges = gradient_edges(vertical)
+    assert edges.max() == pytest.approx(1.0)
+    assert edge_orientation(edges)[32, 31] == pytest.approx(0.0, abs=0.05)
+    edges_h = gradient_edges(vertical.transpose(1, 0, 2).copy())
+    assert edge_orientation(edges_h)[31, 32] == pytest.approx(np.pi / 2, abs=0.05)
+    thinned, _ = edge_map(vertical)
+    assert (thinned[32] > 0).sum() <= 2  # non-maximum suppression leaves a thin line
+
+
+def test_edgeboxes_finds_a_salient_rectangle():
+    image, truth = _rectangle_image()
+    boxes, scores = generators.EdgeBoxes(max_candidates=200).propose_image(image)
+    assert len(boxes) > 0 and boxes.dtype == np.float32 and len(scores) == len(boxes)
+    final = generators.finalize(boxes, scores, 200, 160, min_size=16, top_k=50)
+    assert np.all(np.diff(scores[np.argsort(-scores)]) <= 0)
+    assert box_iou(final, truth).max() > 0.7
+
+
+def test_edgeboxes_without_contrib_build_says_how_to_fix(monkeypatch):
+    import cv2
+
+    monkeypatch.setattr(cv2, "ximgproc", types.SimpleNamespace(segmentation=None))
+    with pytest.raises(UserError, match="opencv-contrib-python-headless"):
+        generators.EdgeBoxes()
+
+
+def test_edgeboxes_missing_model_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="edge_model"):
+        generators.EdgeBoxes(edge_model=str(tmp_path / "model.yml.gz"))
+
+
+def test_selective_search_ranks_boxes():
+    image, truth = _rectangle_image()
+    boxes, scores = generators.SelectiveSearch(max_candidates=300).propose_image(image[::2, ::2].copy())
+    assert 0 < len(boxes) <= 300 and np.all(np.diff(scores) < 0)
+    assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
+    assert box_iou(boxes, truth / 2).max() > 0.7
+
+
+class _FakeReader:
+    split = "val"
+
+    def __init__(self, ids, sizes):
+        self.ids, self.sizes = ids, sizes
+
+    def __len__(self):
+        return len(self.ids)
+
+
+def test_file_generator_json_and_npz(tmp_path):
+    reader = _FakeReader(["a", "b"], [(100, 100), (100, 100)])
+    json_path = tmp_path / "boxes.json"
+    json_path.write_text(json.dumps({"a": [[0, 0, 50, 50, 0.1], [10, 10, 90, 90, 0.8]], "b": []}))
+    gen = generators.FileBoxes(str(json_path))
+    gen.check(reader)
+    boxes, scores = gen.propose(reader, 0)
+    final = generators.finalize(boxes, scores, 100, 100, min_size=10, top_k=5)
+    np.testing.assert_array_equal(final, [[10, 10, 90, 90], [0, 0, 50, 50]])  # by the score column
+    assert gen.propose(reader, 1)[0].shape == (0, 4)
+
+    npz_path = tmp_path / "boxes.npz"
+    np.savez(npz_path, a=np.array([[0, 0, 50, 50], [10, 10, 90, 90]], np.float32), b=np.zeros((0, 4)))
+    gen = generators.FileBoxes(str(npz_path))
+    boxes, scores = gen.propose(reader, 0)
+    final = generators.finalize(boxes, scores, 100, 100, min_size=10, top_k=5)
+    np.testing.assert_array_equal(final, [[0, 0, 50, 50], [10, 10, 90, 90]])  # file order = rank
+
+    np.savez(npz_path, a=np.zeros((1, 4)))
+    with pytest.raises(DataError, match="no entry for 1 of the 2 images.*'b'"):
+        generators.FileBoxes(str(npz_path)).check(reader)
+    with pytest.raises(UserError, match="not found"):
+        generators.FileBoxes(str(tmp_path / "nope.npz"))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"a": [[1, 2, 3]]}))
+    with pytest.raises(DataError, match="bad.json.*shape"):
+        generators.FileBoxes(str(bad)).check(reader)
+
+
+def test_ground_truth_oracle_returns_enlarged_instance_boxes(synthetic_voc):
+    reader = VOCSegmentationIndex(synthetic_voc, "train")
+    oracle = generators.GroundTruthOracle(box_scale=1.2, jitters=2)
+    boxes, scores = oracle.propose(reader, 0)
+    instances = reader.instances(0)
+    expected = enlarge_boxes(np.stack([inst.box for inst in instances]), 1.2)
+    assert len(boxes) == 3 * len(instances)
+    np.testing.assert_allclose(boxes[: len(instances)], expected)
+    assert np.all(scores[: len(instances)] == 1.0) and np.all(scores[len(instances):] < 1.0)
+    again, _ = oracle.propose(reader, 0)
+    np.testing.assert_array_equal(boxes, again)  # deterministic per image
+
+
+# ---------------------------------------------------------------------------- cache
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    """Counts the oracle's calls (the generator of these tests)."""
+    calls = []
+    original = generators.GroundTruthOracle.propose
+
+    def propose(self, reader, i):
+        calls.append(i)
+        return original(self, reader, i)
+
+    monkeypatch.setattr(generators.GroundTruthOracle, "propose", propose)
+    return calls
+
+
+def test_cache_is_reused_and_recomputed_when_parameters_change(synthetic_voc, tmp_path, counting, caplog):
+    cfg = make_cfg(synthetic_voc, tmp_path)
+    first = load_proposals(cfg, "val")
+    reader = VOCSegmentationIndex(synthetic_voc, "val")
+    assert list(first) == reader.ids and len(counting) == len(reader)
+    for i, image_id in enumerate(reader.ids):
+        boxes = first[image_id]
+        assert boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 4
+        assert len(boxes) <= 50
+        height, width = reader.sizes[i]
+        np.testing.assert_array_equal(boxes, clip_boxes(boxes, width, height))
+        assert np.all(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= 16)
+    cached = list(tmp_path.glob("val-ground_truth-*.npz"))
+    assert len(cached) == 1 and not list(tmp_path.glob(".*tmp"))
+
+    second = load_proposals(cfg, "val")
+    assert len(counting) == len(reader)  # served from the cache
+    for image_id in first:
+        np.testing.assert_array_equal(first[image_id], second[image_id])
+
+    changed = make_cfg(synthetic_voc, tmp_path, "data.proposals.top_k=2")
+    third = load_proposals(changed, "val")
+    assert len(counting) == 2 * len(reader)  # recomputed for the new parameters
+    assert max(len(b) for b in third.values()) <= 2
+    assert len(list(tmp_path.glob("val-ground_truth-*.npz"))) == 2
+
+    # a cache whose record does not match (e.g. edited or from older code) is not used silently
+    generator = generators.build_generator(cfg)
+    params = proposal_parameters(cfg, generator)
+    path = cache_path(tmp_path, "val", "ground_truth", params)
+    with np.load(path) as data:
+        content = dict(data)
+    meta = json.loads(str(content["meta"]))
+    meta["parameters"]["jitter"] = 0.5
+    content["meta"] = np.array(json.dumps(meta))
+    with open(path, "wb") as f:
+        np.savez(f, **content)
+    with caplog.at_level(logging.WARNING):
+        load_proposals(cfg, "val")
+    assert len(counting) == 3 * len(reader)
+    assert "recomputing" in caplog.text and "parameters differ" in caplog.text
+    assert read_cache(path, "ground_truth", params, reader.ids)[0] is not None  # rewritten
+
+
+def test_cache_with_another_image_list_is_stale(synthetic_voc, tmp_path):
+    cfg = make_cfg(synthetic_voc, tmp_path)
+    generator = generators.build_generator(cfg)
+    params = proposal_parameters(cfg, generator)
+    _, path = ensure_proposals(cfg, "val")
+    ids = VOCSegmentationIndex(synthetic_voc, "val").ids
+    assert read_cache(path, "ground_truth", params, ids)[0] is not None
+    proposals, why = read_cache(path, "ground_truth", params, ids[:-1])
+    assert proposals is None and "image list" in why
+
+
+def test_cache_write_is_atomic(synthetic_voc, tmp_path, monkeypatch):
+    cfg = make_cfg(synthetic_voc, tmp_path)
+    _, path = ensure_proposals(cfg, "val")
+    before = path.read_bytes()
+    path.touch()
+
+    def broken_savez(f, **arrays):
+        f.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    changed = make_cfg(synthetic_voc, tmp_path, "data.proposals.top_k=3")
+    with pytest.raises(OSError, match="disk full"):
+        ensure_proposals(changed, "val")
+    assert path.read_bytes() == before  # the existing cache is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # nothing half-written left
+
+
+def test_images_without_boxes_get_an_empty_array(synthetic_voc, tmp_path):
+    cfg = make_cfg(synthetic_voc, tmp_path, "data.proposals.min_size=10000")
+    proposals = load_proposals(cfg, "val")
+    assert all(b.shape == (0, 4) and b.dtype == np.float32 for b in proposals.values())
+
+
+def test_precompute_in_parallel_matches_serial(synthetic_voc, tmp_path, capsys):
+    serial = load_proposals(make_cfg(synthetic_voc, tmp_path / "serial"), "val")
+    cfg = make_cfg(synthetic_voc, tmp_path / "pool", "data.proposals.workers=2", "data.proposals.splits=[val]")
+    written = precompute_from_config(cfg)
+    assert set(written) == {"val"} and written["val"].is_file()
+    assert "proposals val:" in capsys.readouterr().out
+    parallel = load_proposals(cfg, "val")
+    for image_id in serial:
+        np.testing.assert_array_equal(serial[image_id], parallel[image_id])
+
+
+def test_default_splits_are_training_validation_and_evaluation(synthetic_voc, tmp_path):
+    assert proposal_splits(make_cfg(synthetic_voc, tmp_path)) == ["train", "val"]
+    assert proposal_splits(make_cfg(synthetic_voc, tmp_path, "eval.split=test")) == ["train", "val", "test"]
+
+
+def test_oracle_on_a_split_without_labels_and_unknown_method(synthetic_voc, tmp_path):
+    with pytest.raises(UserError, match="unknown method 'magic'"):
+        generators.build_generator(make_cfg(synthetic_voc, tmp_path, "data.proposals.method=magic"))
+    reader = _FakeReader(["x"], [(10, 10)])
+    reader.has_labels = False
+    with pytest.raises(DataError, match="has none"):
+        generators.GroundTruthOracle().check(reader)
+    with pytest.raises(UserError, match="arbitrary images"):
+        proposals_for_image(make_cfg(synthetic_voc, tmp_path), np.zeros((10, 10, 3), np.uint8))
+
+
+def test_proposals_for_an_arbitrary_image(synthetic_voc, tmp_path):
+    image, truth = _rectangle_image()
+    cfg = make_cfg(synthetic_voc, tmp_path, "data.proposals.method=edgeboxes", "data.proposals.min_size=50")
+    boxes = proposals_for_image(cfg, image)
+    assert 0 < len(boxes) <= 50
+    assert np.all(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= 50)

@@ -1,0 +1,126 @@
+"""The window abstraction: box helpers, the cv2 cut with padding, and its batched torch twin."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from deconvnet.data.windows import (
+    Window,
+    box_iou,
+    clip_boxes,
+    crop_boxes_batched,
+    cut_window,
+    enlarge_boxes,
+    make_windows,
+    square_boxes,
+    windows_to_rois,
+)
+
+
+def test_box_iou_known_values_and_matrix_shape():
+    a = np.array([[0, 0, 10, 10], [0, 0, 20, 10]], np.float32)
+    b = np.array([[5, 0, 15, 10], [0, 0, 10, 10], [30, 30, 40, 40]], np.float32)
+    iou = box_iou(a, b)
+    assert iou.shape == (2, 3) and iou.dtype == np.float32
+    np.testing.assert_allclose(iou[0], [50 / 150, 1.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(iou[1], [100 / 200, 100 / 200, 0.0], rtol=1e-6)
+    assert box_iou(np.zeros((0, 4)), b).shape == (0, 3)
+
+
+def test_square_enlarge_clip():
+    box = np.array([[10, 20, 30, 60]], np.float32)  # w 20, h 40, centre (20, 40)
+    np.testing.assert_allclose(square_boxes(box), [[0, 20, 40, 60]])
+    np.testing.assert_allclose(enlarge_boxes(box, 1.5), [[5, 10, 35, 70]])
+    np.testing.assert_allclose(clip_boxes([[-5, -3, 120, 50]], 100, 40), [[0, 0, 100, 40]])
+    # squared first, then enlarged: a square around the same centre
+    w = make_windows(box, scale=1.2, square=True)[0]
+    assert w[2] - w[0] == pytest.approx(48) and w[3] - w[1] == pytest.approx(48)
+    assert (w[0] + w[2]) / 2 == pytest.approx(20) and (w[1] + w[3]) / 2 == pytest.approx(40)
+    win = Window.around([10, 20, 30, 60], scale=1.2, square=True)
+    np.testing.assert_allclose(win.box, w)
+    assert win.width == pytest.approx(48) and win.height == pytest.approx(48)
+
+
+def test_cut_identity_when_box_matches_output_size():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    label = rng.integers(0, 21, (60, 80), dtype=np.uint8)
+    out_image, out_label = cut_window(image, [10, 5, 42, 37], 32, label)
+    np.testing.assert_array_equal(out_image, image[5:37, 10:42])
+    np.testing.assert_array_equal(out_label, label[5:37, 10:42])
+
+
+def test_cut_pads_image_with_0_and_label_with_255():
+    image = np.full((40, 40, 3), 200, np.uint8)
+    label = np.full((40, 40), 7, np.uint8)
+    # a 60 x 60 window whose top-left 20 x 20 part lies outside the image, at scale 1
+    out_image, out_label = Window(-20, -20, 40, 40).cut(image, label, out_size=60)
+    assert out_image.shape == (60, 60, 3) and out_label.shape == (60, 60)
+    assert (out_image[:19, :] == 0).all() and (out_image[:, :19] == 0).all()
+    assert (out_label[:20, :] == 255).all() and (out_label[:, :20] == 255).all()
+    assert (out_image[21:, 21:] == 200).all()
+    assert (out_label[20:, 20:] == 7).all()
+
+
+def test_label_is_resampled_nearest():
+    label = np.zeros((100, 100), np.uint8)
+    label[:, 50:] = 15
+    label[40:60, :] = 255
+    _, out = cut_window(np.zeros((100, 100, 3), np.uint8), [0, 0, 100, 100], 37, label)
+    assert set(np.unique(out).tolist()) == {0, 15, 255}
+
+
+def _smooth_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, (height // 8, width // 8, 3)).astype(np.float32)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC).clip(0, 255)
+
+
+def test_batched_torch_crop_agrees_with_cv2():
+    image = _smooth_image(96, 128)
+    boxes = np.array([
+        [10, 20, 90, 80],      # inside
+        [-30, -10, 60, 70],    # crosses the top-left border
+        [100, 50, 170, 130],   # crosses the bottom-right border
+        [5.5, 7.25, 40.3, 33.1],  # fractional, inside
+        [-200, -200, -100, -100],  # entirely outside
+    ], np.float32)
+    batch = torch.from_numpy(image.transpose(2, 0, 1).copy())[None]
+    crops = crop_boxes_batched(batch, [boxes], 48).numpy().transpose(0, 2, 3, 1)
+    assert crops.shape == (5, 48, 48, 3)
+    for box, crop in zip(boxes, crops):
+        expected, _ = cut_window(image, box, 48)
+        diff = np.abs(expected - crop)
+        # OpenCV quantises sample positions to 1/32 px; the geometry is the same
+        assert diff.max() < 3.0 and diff.mean() < 0.3, (box, diff.max(), diff.mean())
+    assert np.abs(crops[4]).max() == 0  # outside the image: zeros
+    assert np.abs(crops[1][:8, :8]).max() == 0  # the padded corner
+
+
+def test_batched_crop_takes_each_box_from_its_own_image():
+    images = torch.stack([torch.full((3, 20, 20), 10.0), torch.full((3, 20, 20), 50.0)])
+    crops = crop_boxes_batched(images, [np.array([[0, 0, 10, 10]]), np.array([[5, 5, 15, 15], [0, 0, 20, 20]])], 8)
+    assert crops.shape == (3, 3, 8, 8)
+    assert torch.allclose(crops[0], torch.tensor(10.0)) and torch.allclose(crops[1:], torch.tensor(50.0))
+    rois = windows_to_rois([np.zeros((2, 4)), np.zeros((1, 4))])
+    assert rois[:, 0].tolist() == [0.0, 0.0, 1.0]
+    assert crop_boxes_batched(images, [np.zeros((0, 4)), np.zeros((0, 4))], 8).shape == (0, 3, 8, 8)
+
+
+def test_empty_box_is_rejected():
+    with pytest.raises(ValueError, match="empty"):
+        cut_window(np.zeros((10, 10, 3), np.uint8), [5, 5, 5, 9], 8)
+
+
+def test_batched_crop_of_uint8_and_bf16_images():
+    image = torch.arange(3 * 40 * 40, dtype=torch.float32).reshape(1, 3, 40, 40) % 251
+    box = [np.array([[3.0, 4.0, 35.0, 36.0]], np.float32)]
+    reference = crop_boxes_batched(image, box, 16)
+    as_uint8 = crop_boxes_batched(image.to(torch.uint8), box, 16)
+    assert as_uint8.dtype == torch.float32 and torch.allclose(as_uint8, reference)
+    as_bf16 = crop_boxes_batched(image.to(torch.bfloat16), box, 16)
+    assert as_bf16.dtype == torch.bfloat16
+    assert (as_bf16.float() - reference).abs().max() <= 2.0  # bf16 rounding of values, not of positions
