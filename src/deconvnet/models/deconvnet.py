@@ -58,9 +58,9 @@ class DecoderStage(nn.Sequential):
 
 
 def _conv_bn_relu(name: str, conv: nn.Module, channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        OrderedDict([(name, conv), (f"bn{name}", nn.BatchNorm2d(channels)), (f"relu{name}", nn.ReLU(inplace=True))])
-    )
+    """``conv`` followed by BatchNorm and ReLU, named ``fc6``, ``bnfc6``, ``relufc6``."""
+    layers = [(name, conv), (f"bn{name}", nn.BatchNorm2d(channels)), (f"relu{name}", nn.ReLU(inplace=True))]
+    return nn.Sequential(OrderedDict(layers))
 
 
 class DeconvNet(nn.Module):
@@ -127,6 +127,12 @@ class DeconvNet(nn.Module):
                 f"DeconvNet built for {size}x{size} inputs got {got} (expected B x 3 x {size} x "
                 f"{size}); build it with {fix} or resize the windows to {size}x{size}"
             )
+        if self.training and x.shape[0] < 2:
+            # fc6/fc7 are 1x1 maps: their BatchNorm needs several windows to have statistics
+            raise ValueError(
+                "DeconvNet in training mode needs at least 2 windows per batch (BatchNorm after "
+                "the 1x1 fc6/fc7 maps); raise data.per_device_batch_size or call .eval()"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -135,6 +141,8 @@ class DeconvNet(nn.Module):
             x, indices = self.pool(stage(x))
             switches.append(indices)
         x = self.deconv_fc6(self.fc7(self.fc6(x)))
+        # MaxUnpool2d needs no .contiguous(): with channels_last inputs and under bf16 autocast
+        # it gives the same results (checked on CPU in tests/models/test_deconvnet.py)
         for stage, indices in zip(self.decoder, reversed(switches)):
             x = stage(self.unpool(x, indices))
         return self.classifier(x)
