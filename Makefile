@@ -35,5 +35,37 @@ test-fast: $(STAMP)  ## run the tests, skipping the slow end-to-end ones
 lint: $(STAMP)  ## ruff check
 	$(VENV)/bin/ruff check src tests benchmarks
 
+DATA ?= data
+data: $(STAMP)  ## download PASCAL VOC 2012 and SBD into DATA (default data/)
+	$(VENV)/bin/deconvnet download voc2012 --root $(DATA)
+	$(VENV)/bin/deconvnet download sbd --root $(DATA)
+
+train-stage1: $(STAMP)  ## DeconvNet stage 1 of EXP (default experiments/table1; ARGS=key=value overrides)
+	$(VENV)/bin/deconvnet train $(EXP)/stage1.yaml $(ARGS)
+
+train-stage2: $(STAMP)  ## DeconvNet stage 2 of EXP, from the stage-1 final checkpoint
+	$(VENV)/bin/deconvnet train $(EXP)/stage2.yaml $(ARGS)
+
+train-fcn: $(STAMP)  ## FCN-8s of EXP on whole images
+	$(VENV)/bin/deconvnet train $(EXP)/fcn8s.yaml $(ARGS)
+
+DEMO_DATA ?= data/synthetic
+demo: $(STAMP)  ## the whole pipeline on a synthetic VOC set, on CPU (resumable)
+	@test -d $(DEMO_DATA)/VOCdevkit || $(VENV)/bin/deconvnet synth --root $(DEMO_DATA) --images 240 --size 160
+	$(VENV)/bin/deconvnet pipeline experiments/demo $(ARGS)
+
+table1: $(STAMP)  ## the paper's recipe end to end: data check, proposals, stage 1, stage 2, FCN-8s, eval, test archive
+	$(VENV)/bin/deconvnet pipeline $(EXP) $(ARGS)
+
+ensemble-eval: $(STAMP)  ## Table 1 rows (FCN-8s, DeconvNet, EDeconvNet, +CRF) of EXP's eval.yaml: results.csv/md, chart, W&B
+	$(VENV)/bin/deconvnet eval $(EXP)/eval.yaml $(ARGS)
+
+SWEEP ?= configs/sweeps/stage1_lr_wd.yaml
+sweep: $(STAMP)  ## create the W&B sweep SWEEP and run an agent for it (needs `wandb login`)
+	@export PATH="$(CURDIR)/$(VENV)/bin:$$PATH"; \
+	  id=$$(wandb sweep $(SWEEP) 2>&1 | tee /dev/stderr | sed -n 's/.*wandb agent \([^ ]*\).*/\1/p' | tail -n 1); \
+	  test -n "$$id" || { echo "wandb sweep did not return a sweep id (logged in? see above)"; exit 1; }; \
+	  wandb agent $$id
+
 clean:  ## remove caches (keeps .venv and outputs)
 	rm -rf .pytest_cache .ruff_cache build src/*.egg-info

@@ -22,3 +22,47 @@ def synthetic_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic_voc")
     generate(root, num_images=SYNTHETIC_IMAGES, seed=0, size=SYNTHETIC_SIZE)
     return root
+
+
+def write_tiny_checkpoint(path: Path, name: str, **model: object) -> Path:
+    """A checkpoint in the layout `deconvnet train` writes, around a tiny random network."""
+    import torch
+
+    from deconvnet.models import build_model
+
+    section = {"name": name, "num_classes": 21, "input_size": 32, "width": 0.0625,
+               "pretrained": "none", "weights_style": "torchvision", "init_from": None, **model}
+    torch.manual_seed(0)
+    net = build_model(section)
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"model": section}, "global_step": 1}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random DeconvNet (32-px windows) and FCN-8s checkpoints, as `deconvnet train` writes."""
+    folder = tmp_path_factory.mktemp("tiny_checkpoints")
+    return {"deconvnet": write_tiny_checkpoint(folder / "deconvnet.ckpt", "deconvnet"),
+            "fcn8s": write_tiny_checkpoint(folder / "fcn8s.ckpt", "fcn8s")}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_factory():
+    """write_tiny_checkpoint(path, name, **model_overrides) for tests that need other variants."""
+    return write_tiny_checkpoint
+
+
+@pytest.fixture
+def offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """W&B kept offline, silent and inside tmp_path; returns its folder."""
+    home = tmp_path / "wandb-home"
+    for var, value in {
+        "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(home),
+        "WANDB_CONFIG_DIR": str(home / "config"), "WANDB_CACHE_DIR": str(home / "cache"),
+        "WANDB_DATA_DIR": str(home / "data"), "WANDB_DISABLE_GIT": "true",
+        "NETRC": str(tmp_path / "no-netrc"),
+    }.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return home

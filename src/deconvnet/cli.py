@@ -7,6 +7,7 @@
     deconvnet synth --root DIR [--images N] [--seed S]
     deconvnet proposals CONFIG [key=value ...]
     deconvnet download voc2012|sbd --root DIR
+    deconvnet pipeline EXPERIMENT_DIR [--steps a,b] [key=value ...]
 
 Heavy imports (torch, lightning) happen inside each command so `--help` is instant.
 """
@@ -77,6 +78,14 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from deconvnet.pipeline import run_pipeline
+
+    only = [s for s in args.steps.split(",") if s] if args.steps else None
+    run_pipeline(args.experiment, args.overrides, only)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deconvnet",
@@ -118,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", choices=["voc2012", "sbd"])
     p.add_argument("--root", required=True, help="data folder (default layout: data/)")
     p.set_defaults(handler=_cmd_download)
+
+    p = sub.add_parser("pipeline", help="run an experiment folder's steps in order, skipping done ones")
+    p.add_argument("experiment", help="experiment folder, e.g. experiments/table1")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides for every step")
+    p.add_argument("--steps", default=None,
+                   help="comma-separated subset: data,proposals,stage1,stage2,fcn8s,eval,test")
+    p.set_defaults(handler=_cmd_pipeline)
     return parser
 
 

@@ -10,7 +10,16 @@ Rows of the confusion matrix are ground truth, columns are predictions.
 
 from __future__ import annotations
 
+import csv
+import io
+import os
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+
 import torch
+
+from deconvnet.data.classes import VOC_CLASSES
 
 IGNORE_INDEX = 255
 
@@ -49,3 +58,107 @@ def mean_iou(confusion: torch.Tensor) -> float:
 def pixel_accuracy(confusion: torch.Tensor) -> float:
     total = confusion.sum()
     return float(confusion.diag().sum().double() / total) if total > 0 else float("nan")
+
+
+# ----------------------------------------------------------------- Table 1 formatting
+
+# The rows of the paper's Table 1 that one evaluation pass scores, in the paper's order.
+METHODS: tuple[str, ...] = ("FCN-8s", "DeconvNet", "DeconvNet+CRF", "EDeconvNet", "EDeconvNet+CRF")
+
+
+def class_names(num_classes: int) -> list[str]:
+    """VOC class names for 21 classes, ``class<i>`` otherwise."""
+    if num_classes == len(VOC_CLASSES):
+        return list(VOC_CLASSES)
+    return [f"class{i}" for i in range(num_classes)]
+
+
+def results_header(num_classes: int = 21) -> list[str]:
+    """``method,background,aeroplane,...,tvmonitor,mean``: the results.csv header."""
+    return ["method", *class_names(num_classes), "mean"]
+
+
+def iou_percent(confusion: torch.Tensor) -> list[float]:
+    """Per-class IoU in percent followed by the mean (NaN for classes absent from the split)."""
+    iou = per_class_iou(torch.as_tensor(confusion))
+    return [float(v) * 100 for v in iou] + [mean_iou(torch.as_tensor(confusion)) * 100]
+
+
+def _fmt(value: float) -> str:
+    return "nan" if value != value else f"{value:.1f}"
+
+
+def write_results_csv(path: str | Path, rows: dict[str, list[float]], num_classes: int = 21):
+    """Write ``results.csv`` (header :func:`results_header`, IoU in percent, 1 decimal) atomically.
+
+    ``rows`` maps a method name to its per-class IoU list followed by the mean (see
+    :func:`iou_percent`).
+    """
+    header = results_header(num_classes)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for method, values in rows.items():
+        if len(values) != len(header) - 1:
+            raise ValueError(f"row {method!r} has {len(values)} values, expected {len(header) - 1}")
+        writer.writerow([method, *(_fmt(v) for v in values)])
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def read_results_csv(path: str | Path) -> dict[str, list[float]]:
+    """Rows of a results.csv (ours or the paper's) as method -> [per-class IoU..., mean]."""
+    with Path(path).open(newline="") as f:
+        return _rows_from_csv(f)
+
+
+def _rows_from_csv(lines: Iterable[str]) -> dict[str, list[float]]:
+    reader = csv.reader(lines)
+    next(reader)  # header
+    return {row[0]: [float(v) for v in row[1:]] for row in reader if row}
+
+
+def paper_table() -> dict[str, list[float]]:
+    """Table 1 of the paper (VOC 2012 test, IoU %), shipped as package data."""
+    text = resources.files("deconvnet").joinpath("resources/table1_paper.csv").read_text()
+    return _rows_from_csv(io.StringIO(text))
+
+
+def results_markdown(rows: dict[str, list[float]], num_classes: int = 21, title: str = "") -> str:
+    """Our rows beside the paper's: for each method the lines ``ours``, ``paper`` and ``diff``.
+
+    The paper's numbers are on the VOC 2012 *test* set; an evaluation on val is only
+    comparable in spirit. Methods the paper does not list get no paper/diff lines.
+    """
+    header = results_header(num_classes)
+    paper = paper_table() if num_classes == 21 else {}
+    lines = [f"# {title}" if title else "# Per-class IoU (%)", ""]
+    lines.append("Paper: Noh et al., ICCV 2015, Table 1 (PASCAL VOC 2012 test). "
+                 "diff = ours - paper.")
+    lines.append("")
+    lines.append("| method | | " + " | ".join(header[1:]) + " |")
+    lines.append("|---|---|" + "---:|" * (len(header) - 1))
+    for method, values in rows.items():
+        lines.append(f"| {method} | ours | " + " | ".join(_fmt(v) for v in values) + " |")
+        if method in paper:
+            ref = paper[method]
+            lines.append("| | paper | " + " | ".join(_fmt(v) for v in ref) + " |")
+            diff = [a - b for a, b in zip(values, ref)]
+            lines.append("| | diff | " + " | ".join(
+                "nan" if d != d else f"{d:+.1f}" for d in diff) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results_markdown(path: str | Path, rows: dict[str, list[float]], num_classes: int = 21,
+                           title: str = ""):
+    """Write :func:`results_markdown` to ``path`` atomically."""
+    return write_text_atomic(path, results_markdown(rows, num_classes, title))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path

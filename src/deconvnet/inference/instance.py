@@ -1,0 +1,121 @@
+"""Instance-wise inference: proposal windows -> one batched DeconvNet pass -> image-frame scores.
+
+For one image (PAPER.md, "Inference"; the official ``generate_EDeconvNet_CRF_results.m``):
+
+1. its proposals (sorted by score, the top ``num_proposals``; an image without any falls
+   back to the whole-image box) become windows with the same construction as the stage-2
+   training windows (:func:`deconvnet.data.windows.make_windows`);
+2. every window is cut from the zero-padded image and resized to the network input in one
+   ``roi_align`` call on the device (:func:`deconvnet.data.windows.crop_boxes_batched`, the
+   twin of the OpenCV cut used for training);
+3. the windows go through the network in chunks of ``batch_size``;
+4. the raw scores (no softmax) are resized bilinearly back onto each window's box and
+   merged into the image frame: pixel-wise max (eq. 1, official) or sum (eq. 2), with the
+   accumulator starting at zero, so pixels no window covers keep score 0 for every class.
+
+Paste-back is batched too: ``grid_sample`` maps every image pixel to its position inside
+each window (pixel centres at i + 0.5, the geometry of ``window_affine``), pixels outside a
+window's box contribute 0, and the windows are reduced by max or sum, a chunk of windows at
+a time so that K x C x H x W never has to fit in memory at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from deconvnet.data.windows import crop_boxes_batched, make_windows
+
+AGGREGATIONS = ("max", "sum")
+# elements of the K x C x H x W paste-back buffer per chunk: 2^26 float32 = 256 MiB
+PASTE_CHUNK_ELEMENTS = 1 << 26
+
+
+def inference_windows(
+    proposals: np.ndarray | None, height: int, width: int, num_proposals: int,
+    scale: float = 1.0, square: bool = False,
+) -> np.ndarray:
+    """float32 K x 4 windows of one image: the top ``num_proposals`` proposal boxes (already
+    sorted by score), or the whole image when there are none, built like training windows."""
+    boxes = np.zeros((0, 4), np.float32) if proposals is None else np.asarray(proposals, np.float32)
+    boxes = boxes.reshape(-1, 4)[:num_proposals]
+    if len(boxes) == 0:
+        boxes = np.array([[0.0, 0.0, float(width), float(height)]], dtype=np.float32)
+    return make_windows(boxes, scale=scale, square=square)
+
+
+def forward_in_chunks(
+    network: Callable[[torch.Tensor], torch.Tensor], crops: torch.Tensor, batch_size: int
+) -> torch.Tensor:
+    """Network scores of K crops, ``batch_size`` at a time, as float32 K x C x h x w."""
+    outputs = [network(crops[i:i + batch_size]).float() for i in range(0, len(crops), batch_size)]
+    return torch.cat(outputs)
+
+
+def _box_grid(windows: torch.Tensor, size: int, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For image pixels 0..size-1 along one axis (0: x, 1: y): the normalised grid_sample
+    coordinate inside each window (K x size) and whether the pixel centre is in the box."""
+    start, stop = windows[:, axis, None], windows[:, axis + 2, None]
+    centres = torch.arange(size, device=windows.device, dtype=windows.dtype) + 0.5
+    # align_corners=False: -1 is the box's first edge, +1 its last edge
+    coords = 2 * (centres - start) / (stop - start) - 1
+    inside = (centres >= start) & (centres < stop)
+    return coords, inside
+
+
+def paste_windows(
+    scores: torch.Tensor, windows: torch.Tensor, height: int, width: int,
+    aggregation: str = "max", chunk_elements: int = PASTE_CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """Merge window scores (K x C x h x w) into a C x height x width image-frame map.
+
+    Window k's scores are resized bilinearly onto its box ``windows[k] = [x1, y1, x2, y2]``
+    (image pixel coordinates, x2/y2 exclusive, may cross the image border). Pixels outside
+    every box keep 0. ``max``: pixel-wise maximum over windows and the zero accumulator;
+    ``sum``: pixel-wise sum.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    num_windows, num_classes = scores.shape[:2]
+    windows = windows.to(device=scores.device, dtype=torch.float32)
+    total = scores.new_zeros((num_classes, height, width))
+    gx, inside_x = _box_grid(windows, width, axis=0)  # K x W
+    gy, inside_y = _box_grid(windows, height, axis=1)  # K x H
+    chunk = max(1, chunk_elements // max(1, num_classes * height * width))
+    for i in range(0, num_windows, chunk):
+        part = slice(i, i + chunk)
+        k = len(gx[part])
+        grid = torch.stack(
+            [gx[part, None, :].expand(k, height, width), gy[part, :, None].expand(k, height, width)],
+            dim=-1,
+        )
+        resized = F.grid_sample(scores[part], grid, mode="bilinear", padding_mode="border",
+                                align_corners=False)  # k x C x H x W
+        inside = (inside_y[part, :, None] & inside_x[part, None, :])[:, None]  # k x 1 x H x W
+        resized = torch.where(inside, resized, torch.zeros((), device=resized.device))
+        if aggregation == "max":
+            total = torch.maximum(total, resized.amax(0))
+        else:
+            total = total + resized.sum(0)
+    return total
+
+
+def instance_scores(
+    network: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, windows: torch.Tensor,
+    input_size: int, aggregation: str = "max", batch_size: int = 64,
+    chunk_elements: int = PASTE_CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """Aggregated raw DeconvNet scores C x H x W of one image.
+
+    ``image``: 1 x 3 x H x W (uint8 or float 0-255 RGB, on the network's device);
+    ``windows``: K x 4 float boxes; ``network`` takes float 0-255 RGB windows (the input
+    normalisation inside it) and returns K x C x input_size x input_size scores.
+    """
+    height, width = image.shape[-2:]
+    windows = windows.to(device=image.device, dtype=torch.float32)
+    crops = crop_boxes_batched(image.float(), [windows], input_size)
+    scores = forward_in_chunks(network, crops, batch_size)
+    return paste_windows(scores, windows, height, width, aggregation, chunk_elements)

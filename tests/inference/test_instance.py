@@ -1,0 +1,106 @@
+"""Instance-wise inference: windows, batched crop + paste-back, max/sum aggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deconvnet.inference.instance import inference_windows, instance_scores, paste_windows
+
+
+def test_paste_puts_a_window_at_its_pixels_even_across_the_border():
+    scores = torch.arange(2 * 16 * 16, dtype=torch.float32).reshape(1, 2, 16, 16) + 1
+    # a 16 x 16 box at scale 1 whose top-left corner lies outside the 20 x 24 image
+    box = torch.tensor([[-4.0, -2.0, 12.0, 14.0]])
+    out = paste_windows(scores, box, height=20, width=24, aggregation="max")
+    assert out.shape == (2, 20, 24)
+    torch.testing.assert_close(out[:, 0:14, 0:12], scores[0, :, 2:16, 4:16])
+    assert (out[:, 14:, :] == 0).all() and (out[:, :, 12:] == 0).all()
+
+
+def test_paste_matches_resizing_each_window_onto_its_box():
+    torch.manual_seed(0)
+    scores = torch.randn(3, 4, 16, 16)
+    boxes = torch.tensor([[2.0, 3.0, 30.0, 20.0], [-5.0, -7.0, 10.0, 12.0], [20.0, 10.0, 45.0, 50.0]])
+    height, width = 40, 36
+    reference = torch.zeros(4, height, width)
+    for k, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
+        up = F.interpolate(scores[k:k + 1], size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False)[0]
+        ys, xs, ye, xe = max(y1, 0), max(x1, 0), min(y2, height), min(x2, width)
+        reference[:, ys:ye, xs:xe] = torch.maximum(reference[:, ys:ye, xs:xe],
+                                                   up[:, ys - y1:ye - y1, xs - x1:xe - x1])
+    # chunk_elements=1: one window per chunk, the chunked reduction must not change anything
+    for chunk in (1, 1 << 26):
+        out = paste_windows(scores, boxes, height, width, "max", chunk_elements=chunk)
+        torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
+
+
+def _constant_windows(values: list[list[float]], size: int = 8) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32)[:, :, None, None].expand(-1, -1, size, size).contiguous()
+
+
+def test_max_and_sum_aggregation_on_overlapping_windows():
+    scores = _constant_windows([[1.0, -2.0, 3.0], [2.0, 5.0, -1.0]])
+    boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0], [4.0, 0.0, 12.0, 8.0]])  # overlap: x in 4..8
+    top = paste_windows(scores, boxes, height=8, width=16, aggregation="max")
+    total = paste_windows(scores, boxes, height=8, width=16, aggregation="sum")
+    # only window A (x 0..4): max with the zero accumulator clips the negative class to 0
+    assert top[:, 0, 0].tolist() == [1.0, 0.0, 3.0]
+    assert total[:, 0, 0].tolist() == [1.0, -2.0, 3.0]
+    # overlap
+    assert top[:, 0, 5].tolist() == [2.0, 5.0, 3.0]
+    assert total[:, 0, 5].tolist() == [3.0, 3.0, 2.0]
+    # only window B, then no window at all
+    assert top[:, 0, 9].tolist() == [2.0, 5.0, 0.0]
+    assert total[:, 0, 9].tolist() == [2.0, 5.0, -1.0]
+    assert (top[:, :, 12:] == 0).all() and (total[:, :, 12:] == 0).all()
+
+
+def test_max_accumulator_starts_at_zero():
+    scores = -torch.rand(3, 4, 8, 8) - 0.1  # negative everywhere
+    boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0], [2.0, 2.0, 10.0, 10.0], [-3.0, 1.0, 5.0, 9.0]])
+    out = paste_windows(scores, boxes, 10, 10, "max")
+    assert (out == 0).all()
+    assert (paste_windows(scores, boxes, 10, 10, "sum") < 0).any()
+
+
+def test_unknown_aggregation_is_refused():
+    with pytest.raises(ValueError, match="aggregation"):
+        paste_windows(torch.zeros(1, 2, 4, 4), torch.tensor([[0.0, 0, 4, 4]]), 4, 4, "mean")
+
+
+def test_crop_forward_paste_round_trip_is_identity_at_scale_one():
+    """Windows the size of the network input at integer positions: cut, 'network' (the
+    identity on one channel), paste and max give back the image wherever a window lies."""
+    torch.manual_seed(1)
+    image = torch.randint(0, 256, (1, 3, 30, 40), dtype=torch.uint8)
+    windows = torch.tensor([[0.0, 0.0, 16.0, 16.0], [10.0, 5.0, 26.0, 21.0], [30.0, 20.0, 46.0, 36.0]])
+    calls = []
+
+    def network(x):
+        calls.append(len(x))
+        return x[:, :2]  # two "classes": the red and green channels
+
+    out = instance_scores(network, image, windows, input_size=16, aggregation="max", batch_size=2,
+                          chunk_elements=100)
+    assert calls == [2, 1]  # one batched forward per chunk of proposal_batch_size windows
+    covered = torch.zeros(30, 40, dtype=torch.bool)
+    for x1, y1, x2, y2 in windows.int().tolist():
+        covered[max(y1, 0):y2, max(x1, 0):x2] = True
+    expected = torch.where(covered, image[0, :2].float(), torch.zeros(()))
+    torch.testing.assert_close(out, expected)
+
+
+def test_inference_windows_top_k_square_and_whole_image_fallback():
+    proposals = np.array([[10, 10, 30, 20], [0, 0, 50, 40], [5, 5, 25, 25]], np.float32)
+    top = inference_windows(proposals, height=40, width=50, num_proposals=2, square=True)
+    assert top.shape == (2, 4)
+    np.testing.assert_allclose(top[0], [10, 5, 30, 25])  # squared around the centre (20, 15)
+    np.testing.assert_allclose(top[1], [0, -5, 50, 45])
+    raw = inference_windows(proposals, height=40, width=50, num_proposals=5, square=False)
+    np.testing.assert_allclose(raw, proposals)
+    for empty in (None, np.zeros((0, 4), np.float32)):
+        whole = inference_windows(empty, height=40, width=50, num_proposals=50, square=False)
+        np.testing.assert_allclose(whole, [[0, 0, 50, 40]])

@@ -1,0 +1,58 @@
+"""Probability maps from the networks' scores: softmax, mean and product ensembles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deconvnet.inference.predictor import EnsemblePredictor, base_methods, probabilities_from_scores
+
+
+def test_mean_and_product_ensembles():
+    torch.manual_seed(0)
+    deconv, fcn = torch.randn(4, 3, 5), torch.randn(4, 3, 5)
+    mean = probabilities_from_scores({"DeconvNet": deconv, "FCN-8s": fcn}, "mean")
+    assert list(mean) == ["FCN-8s", "DeconvNet", "EDeconvNet"]
+    torch.testing.assert_close(mean["DeconvNet"], deconv.softmax(0))
+    torch.testing.assert_close(mean["EDeconvNet"], (deconv.softmax(0) + fcn.softmax(0)) / 2)
+    product = probabilities_from_scores({"DeconvNet": deconv, "FCN-8s": fcn}, "product")
+    # the released code: deconv .* max(0, fcn), then softmax
+    torch.testing.assert_close(product["EDeconvNet"], (deconv * fcn.clamp(min=0)).softmax(0))
+    assert torch.allclose(product["EDeconvNet"].sum(0), torch.ones(3, 5))
+    with pytest.raises(ValueError, match="ensemble"):
+        probabilities_from_scores({"DeconvNet": deconv}, "median")
+
+
+def test_rows_follow_the_networks_present():
+    assert base_methods(["DeconvNet"]) == ["DeconvNet"]
+    assert base_methods(["FCN-8s"]) == ["FCN-8s"]
+    assert base_methods(["DeconvNet", "FCN-8s"]) == ["FCN-8s", "DeconvNet", "EDeconvNet"]
+    only_fcn = EnsemblePredictor(fcn=torch.nn.Conv2d(3, 21, 1))
+    probs = only_fcn(torch.randint(0, 255, (1, 3, 8, 10), dtype=torch.uint8))
+    assert list(probs) == ["FCN-8s"] and probs["FCN-8s"].shape == (21, 8, 10)
+    with pytest.raises(ValueError, match="needs a DeconvNet"):
+        EnsemblePredictor()
+
+
+def test_uncovered_pixels_fall_back_to_uniform_then_background():
+    """Max aggregation starts at 0: a pixel no window covers has all-zero scores, uniform
+    probabilities, and argmax picks class 0 (background), as the official script."""
+    def network(x):
+        out = torch.zeros(x.shape[0], 21, *x.shape[2:])
+        out[:, 5] = 3.0
+        return out
+
+    predictor = EnsemblePredictor(deconvnet=network_module(network), input_size=8, window_square=False)
+    image = torch.zeros(1, 3, 20, 20, dtype=torch.uint8)
+    probs = predictor(image, proposals=torch.tensor([[0.0, 0.0, 10.0, 10.0]]).numpy())["DeconvNet"]
+    labels = probs.argmax(0)
+    assert (labels[:10, :10] == 5).all() and (labels[10:, :] == 0).all() and (labels[:, 10:] == 0).all()
+    torch.testing.assert_close(probs[:, 15, 15], torch.full((21,), 1 / 21))
+
+
+def network_module(fn):
+    class Wrapped(torch.nn.Module):
+        def forward(self, x):
+            return fn(x)
+
+    return Wrapped()

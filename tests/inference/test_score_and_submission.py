@@ -1,0 +1,129 @@
+"""`deconvnet score` (devkit semantics) and the evaluation-server archive."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deconvnet.cli import main
+from deconvnet.data.imageio import write_index_png
+from deconvnet.errors import DataError
+from deconvnet.inference.score import score_folders
+from deconvnet.inference.submission import make_archive, method_slug, write_prediction
+from deconvnet.metrics import results_header
+
+DEMO_EVAL = str(Path(__file__).resolve().parents[2] / "experiments" / "demo" / "eval.yaml")
+
+
+def _folders(tmp_path, count: int = 4, seed: int = 0):
+    """Random GT (with void) and predictions (right 70% of the time) as palette PNGs."""
+    rng = np.random.default_rng(seed)
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    pairs = []
+    for i in range(count):
+        h, w = rng.integers(20, 40), rng.integers(20, 40)
+        gt = rng.integers(0, 21, (h, w)).astype(np.uint8)
+        gt[rng.random((h, w)) < 0.1] = 255
+        pred = np.where(rng.random((h, w)) < 0.7, np.where(gt == 255, 0, gt),
+                        rng.integers(0, 21, (h, w))).astype(np.uint8)
+        gt_dir.mkdir(exist_ok=True), pred_dir.mkdir(exist_ok=True)
+        write_index_png(gt_dir / f"{i:04d}.png", gt)
+        write_index_png(pred_dir / f"{i:04d}.png", pred)
+        pairs.append((pred, gt))
+    return pred_dir, gt_dir, pairs
+
+
+def _direct_iou(pairs) -> np.ndarray:
+    """Per-class IoU straight from the pixels: TP / (TP + FP + FN), void excluded."""
+    pred = np.concatenate([p.ravel() for p, _ in pairs])
+    gt = np.concatenate([g.ravel() for _, g in pairs])
+    keep = gt != 255
+    pred, gt = pred[keep], gt[keep]
+    ious = []
+    for c in range(21):
+        tp = np.sum((pred == c) & (gt == c))
+        fp = np.sum((pred == c) & (gt != c))
+        fn = np.sum((pred != c) & (gt == c))
+        ious.append(tp / (tp + fp + fn) * 100 if tp + fp + fn else np.nan)
+    return np.array(ious)
+
+
+def test_score_agrees_with_a_direct_computation(tmp_path):
+    pred_dir, gt_dir, pairs = _folders(tmp_path)
+    row = score_folders(pred_dir, gt_dir, tmp_path / "out")["score"]
+    expected = _direct_iou(pairs)
+    np.testing.assert_allclose(row[:-1], expected, atol=1e-9)
+    assert row[-1] == pytest.approx(np.nanmean(expected))
+    lines = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    assert lines[0] == ",".join(results_header())
+    assert lines[0].startswith("method,background,aeroplane,") and lines[0].endswith(",tvmonitor,mean")
+    assert lines[1].startswith("score,") and len(lines) == 2
+    assert float(lines[1].split(",")[-1]) == pytest.approx(np.nanmean(expected), abs=0.05)
+
+
+def test_score_cli_writes_into_the_prediction_folder_by_default(tmp_path, capsys):
+    pred_dir, gt_dir, _ = _folders(tmp_path, count=2)
+    assert main(["score", "--pred", str(pred_dir), "--gt", str(gt_dir)]) == 0
+    assert (pred_dir / "results.csv").is_file()
+    assert "tvmonitor" in capsys.readouterr().out
+
+
+def test_missing_or_resized_prediction_names_the_file(tmp_path):
+    pred_dir, gt_dir, _ = _folders(tmp_path, count=3)
+    (pred_dir / "0001.png").unlink()
+    with pytest.raises(DataError, match=r"missing prediction .*0001\.png"):
+        score_folders(pred_dir, gt_dir)
+    write_index_png(pred_dir / "0001.png", np.zeros((5, 7), np.uint8))
+    with pytest.raises(DataError, match=r"prediction .*0001\.png is 7x5 but its ground truth"):
+        score_folders(pred_dir, gt_dir)
+    # the CLI turns it into one line on stderr and exit status 2
+    assert main(["score", "--pred", str(pred_dir), "--gt", str(gt_dir)]) == 2
+
+
+def test_submission_archive_has_the_server_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = {f"2008_00{i}": rng.integers(0, 21, (12, 15)).astype(np.uint8) for i in range(3)}
+    for image_id, lab in labels.items():
+        write_prediction(tmp_path, "EDeconvNet+CRF", image_id, lab)
+    archive = make_archive(tmp_path, "EDeconvNet+CRF")
+    assert archive == tmp_path / "edeconvnet_crf.tar.gz"
+    with tarfile.open(archive) as tar:
+        names = sorted(m.name for m in tar.getmembers() if m.isfile())
+        assert names == [f"results/VOC2012/Segmentation/comp6_test_cls/{i}.png" for i in sorted(labels)]
+        for image_id, lab in labels.items():
+            member = tar.extractfile(f"results/VOC2012/Segmentation/comp6_test_cls/{image_id}.png")
+            png = Image.open(member)
+            assert png.mode == "P"  # indices are the labels, the palette only colours them
+            np.testing.assert_array_equal(np.asarray(png), lab)
+            assert png.getpalette()[3:6] == [128, 0, 0]  # VOC colour of class 1
+
+
+def test_method_slugs_are_distinct_folder_names():
+    slugs = [method_slug(m) for m in ("FCN-8s", "DeconvNet", "DeconvNet+CRF", "EDeconvNet", "EDeconvNet+CRF")]
+    assert slugs == ["fcn8s", "deconvnet", "deconvnet_crf", "edeconvnet", "edeconvnet_crf"]
+
+
+def test_score_reads_a_folder_in_the_server_layout(tmp_path):
+    pred_dir, gt_dir, pairs = _folders(tmp_path, count=2)
+    nested = tmp_path / "server"
+    for i, (pred, _) in enumerate(pairs):
+        write_prediction(nested, "DeconvNet", f"{i:04d}", pred)
+    direct = score_folders(pred_dir, gt_dir, tmp_path / "a")["score"]
+    layout = score_folders(nested / "deconvnet", gt_dir, tmp_path / "b")["score"]
+    np.testing.assert_allclose(layout, direct)
+
+
+def test_eval_without_networks_or_with_a_missing_checkpoint_says_which_key(tmp_path, capsys):
+    out = tmp_path / "never"
+    code = main(["eval", DEMO_EVAL, f"output_dir={out}",
+                 "eval.deconvnet_checkpoint=null", "eval.fcn_checkpoint=null"])
+    assert code == 2 and "eval.deconvnet_checkpoint" in capsys.readouterr().err
+    code = main(["eval", DEMO_EVAL, f"output_dir={out}",
+                 "eval.deconvnet_checkpoint=null", f"eval.fcn_checkpoint={tmp_path}/nope.ckpt"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"eval.fcn_checkpoint={tmp_path}/nope.ckpt: no such checkpoint" in err
+    assert not out.exists()  # nothing written before the inputs are known to be usable
