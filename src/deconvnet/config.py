@@ -40,6 +40,9 @@ class ModelConfig:
     num_classes: int = 21
     input_size: int = 224  # DeconvNet only: the fc6 kernel follows it (input / 32)
     width: float = 1.0  # channel multiplier; < 1 for tests and the CPU demo
+    classifier_std: float = 0.01  # DeconvNet classifier init N(0, std); paper 0.01
+    fcn_batch_norm: bool = False  # FCN-8s: BatchNorm after each VGG conv (not the reference)
+    fcn_skip_scaling: bool = True  # FCN-8s at-once: pool4 x 0.01, pool3 x 0.0001 (reference)
     # none | imagenet (torchvision's weights API) | path to a torchvision-layout VGG16 state dict
     pretrained: str = "imagenet"
     # how the encoder weights expect their input: torchvision (RGB, [0,1], ImageNet mean/std)

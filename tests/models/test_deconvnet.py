@@ -100,6 +100,13 @@ def test_initialisation_follows_the_paper():
     assert abs(conv.weight.std().item() - expected) / expected < 0.2
 
 
+def test_classifier_init_std_is_an_option_and_only_touches_the_classifier():
+    torch.manual_seed(0)
+    net = DeconvNet(**TINY, classifier_std=0.3)
+    assert abs(net.classifier.weight.std().item() - 0.3) < 0.08
+    assert abs(net.decoder[0].deconv5_1.weight.std().item() - 0.01) < 0.002
+
+
 def test_wrong_input_size_names_the_built_size():
     net = DeconvNet(**TINY)
     with pytest.raises(ValueError, match=r"built for 64x64 inputs got 3x96x96.*input_size=96"):

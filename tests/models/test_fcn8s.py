@@ -136,3 +136,15 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch():
     # 12 steps from a random VGG reach about the class-prior entropy (0.985): -10 %
     assert eval_loss() < 0.93 * before
     assert torch.equal(net.upscore8.weight, frozen_before)  # bilinear upsampling stays fixed
+
+
+def test_demo_options_add_batchnorm_and_unscaled_skips_only_when_asked():
+    plain = FCN8s(num_classes=3, width=TINY_WIDTH)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert (plain.pool4_scale, plain.pool3_scale) == (0.01, 0.0001)
+    bn = FCN8s(num_classes=3, width=TINY_WIDTH, batch_norm=True, skip_scaling=False)
+    norms = [m for m in bn.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 13  # one after each VGG conv
+    assert (bn.pool4_scale, bn.pool3_scale) == (1.0, 1.0)
+    x = torch.randn(2, 3, 37, 53)
+    assert bn(x).shape == (2, 3, 37, 53)

@@ -19,21 +19,8 @@ EXPERIMENTS = REPO / "experiments"
 
 
 @pytest.fixture(autouse=True)
-def _quiet_offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _quiet_offline_wandb(offline_wandb: Path) -> None:
     """Nothing reaches the network or the user's W&B folders; logging is offline."""
-    wandb_home = tmp_path / "wandb-home"
-    for var, value in {
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "WANDB_DIR": str(wandb_home),
-        "WANDB_CONFIG_DIR": str(wandb_home / "config"),
-        "WANDB_CACHE_DIR": str(wandb_home / "cache"),
-        "WANDB_DATA_DIR": str(wandb_home / "data"),
-        "WANDB_DISABLE_GIT": "true",
-        "NETRC": str(tmp_path / "no-netrc"),
-    }.items():
-        monkeypatch.setenv(var, value)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
 
 
 @pytest.fixture(autouse=True)

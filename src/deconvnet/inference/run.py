@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from deconvnet.config import ConfigError, save_config
@@ -26,6 +26,7 @@ from deconvnet.inference.instance import AGGREGATIONS
 from deconvnet.inference.outputs import EvalOutputs, ScoreCache
 from deconvnet.inference.predictor import ENSEMBLES, EnsemblePredictor, with_normalizer
 from deconvnet.metrics import read_results_csv
+from deconvnet.training.run import hardware_kwargs
 
 
 def _check_eval_config(cfg: DictConfig) -> None:
@@ -152,14 +153,8 @@ def evaluate(cfg: DictConfig) -> dict[str, list[float]]:
     evaluator = build_evaluator(cfg, has_labels)
     datamodule = WholeImageDataModule(cfg)  # test_dataloader(): eval.split, each image once
     logger = _eval_logger(cfg, output_dir)
-    devices = cfg.trainer.devices
     trainer = L.Trainer(
-        accelerator=str(cfg.trainer.accelerator),
-        devices=list(devices) if OmegaConf.is_list(devices) else devices,
-        num_nodes=int(cfg.trainer.num_nodes),
-        strategy=str(cfg.trainer.strategy),
-        precision=str(cfg.trainer.precision),
-        deterministic=bool(cfg.trainer.deterministic),
+        **hardware_kwargs(cfg.trainer),
         logger=logger if logger is not None else False,
         use_distributed_sampler=False,  # the loader's sampler already splits without padding
         enable_checkpointing=False,

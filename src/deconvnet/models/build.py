@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from deconvnet.models.deconvnet import DeconvNet
+from deconvnet.models.deconvnet import DECONV_INIT_STD, DeconvNet
 from deconvnet.models.fcn8s import FCN8s
 from deconvnet.models.weights import check_weights_style, resolve_pretrained
 
@@ -38,9 +38,15 @@ def build_model(model_cfg: Mapping[str, Any] | Any) -> nn.Module:
                 num_classes=int(get("num_classes", 21)),
                 input_size=int(get("input_size", 224)),
                 width=float(get("width", 1.0)),
+                classifier_std=float(get("classifier_std", DECONV_INIT_STD)),
             )
         else:
-            net = FCN8s(num_classes=int(get("num_classes", 21)), width=float(get("width", 1.0)))
+            net = FCN8s(
+                num_classes=int(get("num_classes", 21)),
+                width=float(get("width", 1.0)),
+                batch_norm=bool(get("fcn_batch_norm", False)),
+                skip_scaling=bool(get("fcn_skip_scaling", True)),
+            )
     except ValueError as err:
         raise ConfigError(f"model section: {err}") from err
 

@@ -66,8 +66,13 @@ def _conv_bn_relu(name: str, conv: nn.Module, channels: int) -> nn.Sequential:
 class DeconvNet(nn.Module):
     """The paper's network; ``forward(x: B x 3 x S x S float) -> logits B x C x S x S``."""
 
-    def __init__(self, num_classes: int = 21, input_size: int = 224, width: float = 1.0) -> None:
+    def __init__(self, num_classes: int = 21, input_size: int = 224, width: float = 1.0,
+                 classifier_std: float = DECONV_INIT_STD) -> None:
         super().__init__()
+        # The paper draws the classifier from N(0, 0.01) like the deconvolutions. Nothing
+        # normalises its output, so on a narrow network trained from scratch the logits start
+        # tiny and grow slowly: the CPU demo raises it (model.classifier_std).
+        self.classifier_std = classifier_std
         check_width(width)
         stride = 2**NUM_POOLS
         if input_size < stride or input_size % stride:
@@ -108,7 +113,8 @@ class DeconvNet(nn.Module):
         """Encoder convs: Kaiming (replaced by VGG16 weights when pretrained); decoder as the paper."""
         for module in self.modules():
             if isinstance(module, nn.ConvTranspose2d) or module is self.classifier:
-                nn.init.normal_(module.weight, std=DECONV_INIT_STD)
+                std = self.classifier_std if module is self.classifier else DECONV_INIT_STD
+                nn.init.normal_(module.weight, std=std)
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -71,21 +71,29 @@ def _crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
 class FCN8s(nn.Module):
     """voc-fcn8s at once; ``forward(x: B x 3 x H x W float) -> logits B x C x H x W`` for any H, W."""
 
-    def __init__(self, num_classes: int = 21, width: float = 1.0) -> None:
+    def __init__(self, num_classes: int = 21, width: float = 1.0, batch_norm: bool = False,
+                 skip_scaling: bool = True) -> None:
         super().__init__()
+        # Both options leave the reference network by default. From scratch (the CPU demo, no
+        # ImageNet weights) a 16-layer VGG without BatchNorm hardly trains in minutes, and the
+        # at-once skip scaling (pool4 x 0.01, pool3 x 0.0001) keeps the fine layers silent.
+        self.batch_norm = batch_norm
+        self.pool4_scale = POOL4_SCALE if skip_scaling else 1.0
+        self.pool3_scale = POOL3_SCALE if skip_scaling else 1.0
         check_width(width)
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         self.num_classes = num_classes
         self.width = width
-        self.spec = f"FCN8s(num_classes={num_classes}, width={width})"
+        self.spec = (f"FCN8s(num_classes={num_classes}, width={width}, batch_norm={batch_norm}, "
+                     f"skip_scaling={skip_scaling})")
 
         pool3_channels = scale_channels(VGG16_STAGES[2][-1], width)
         pool4_channels = scale_channels(VGG16_STAGES[3][-1], width)
         pool5_channels = scale_channels(VGG16_STAGES[4][-1], width)
         fc = scale_channels(FC_CHANNELS, width)
 
-        self.encoder = vgg16_stages(width, batch_norm=False, first_padding=CONV1_PADDING)
+        self.encoder = vgg16_stages(width, batch_norm=batch_norm, first_padding=CONV1_PADDING)
         self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # Caffe pools round up
         self.fc6 = nn.Sequential(OrderedDict(
             fc6=nn.Conv2d(pool5_channels, fc, FC6_KERNEL),
@@ -129,9 +137,9 @@ class FCN8s(nn.Module):
         pool3, pool4 = pooled[2], pooled[3]
 
         upscore2 = self.upscore2(self.score_fr(self.fc7(self.fc6(x))))  # 1/16
-        score_pool4 = _crop(self.score_pool4(pool4 * POOL4_SCALE), POOL4_OFFSET, upscore2)
+        score_pool4 = _crop(self.score_pool4(pool4 * self.pool4_scale), POOL4_OFFSET, upscore2)
         upscore_pool4 = self.upscore_pool4(upscore2 + score_pool4)  # 1/8
-        score_pool3 = _crop(self.score_pool3(pool3 * POOL3_SCALE), POOL3_OFFSET, upscore_pool4)
+        score_pool3 = _crop(self.score_pool3(pool3 * self.pool3_scale), POOL3_OFFSET, upscore_pool4)
         upscore8 = self.upscore8(upscore_pool4 + score_pool3)  # 1/1
         return _crop(upscore8, OUTPUT_OFFSET, image)
 

@@ -152,6 +152,19 @@ def _non_finite_from_spawn(err: BaseException) -> NonFiniteLossError | None:
     return NonFiniteLossError(text[text.rindex(marker) + len(marker):].strip().splitlines()[0])
 
 
+def hardware_kwargs(trainer_cfg: DictConfig) -> dict:
+    """The Trainer arguments that say where and how to run (shared by train and eval)."""
+    devices = trainer_cfg.devices
+    return {
+        "accelerator": str(trainer_cfg.accelerator),
+        "devices": list(devices) if OmegaConf.is_list(devices) else devices,
+        "num_nodes": int(trainer_cfg.num_nodes),
+        "strategy": str(trainer_cfg.strategy),
+        "precision": str(trainer_cfg.precision),
+        "deterministic": bool(trainer_cfg.deterministic),
+    }
+
+
 def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
     """Train the network ``cfg`` describes; returns the path of ``checkpoints/final.ckpt``.
 
@@ -191,13 +204,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
         builtin.append(PreciseBatchNorm(int(steps.precise_bn_batches)))
     builtin.append(FinalCheckpoint(ckpt_dir))  # after precise BN
 
-    devices = cfg.trainer.devices
     trainer = pl.Trainer(
-        accelerator=str(cfg.trainer.accelerator),
-        devices=list(devices) if OmegaConf.is_list(devices) else devices,
-        num_nodes=int(cfg.trainer.num_nodes),
-        strategy=str(cfg.trainer.strategy),
-        precision=str(cfg.trainer.precision),
+        **hardware_kwargs(cfg.trainer),
         max_steps=int(steps.max_steps),
         max_epochs=-1,
         # Lightning counts validation intervals in batches: optimiser steps x accumulation
@@ -206,7 +214,6 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
         accumulate_grad_batches=accumulate,
         log_every_n_steps=int(cfg.trainer.log_every_n_steps),
         limit_val_batches=cfg.trainer.limit_val_batches,
-        deterministic=bool(cfg.trainer.deterministic),
         benchmark=cfg.task == "deconvnet" and not cfg.trainer.deterministic,  # fixed-size windows
         logger=logger if logger is not None else False,
         callbacks=[*builtin, *callbacks],
@@ -216,7 +223,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
     )
     if trainer.world_size != world:
         raise ConfigError(
-            f"trainer.devices={devices} x trainer.num_nodes={cfg.trainer.num_nodes} gave "
+            f"trainer.devices={cfg.trainer.devices} x trainer.num_nodes={cfg.trainer.num_nodes} gave "
             f"{trainer.world_size} processes where {world} were planned; give trainer.devices "
             "as a number of devices"
         )
