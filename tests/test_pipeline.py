@@ -1,0 +1,47 @@
+"""`deconvnet pipeline`: the paper's recipe folder end to end on the synthetic set (tiny
+networks), every step in order, and a second run that finds everything done."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deconvnet.cli import main
+from deconvnet.errors import UserError
+from deconvnet.metrics import METHODS, read_results_csv
+from deconvnet.pipeline import plan
+
+REPO = Path(__file__).resolve().parents[1]
+TABLE1 = REPO / "experiments" / "table1"
+
+
+def test_plan_lists_the_recipe_steps_in_order():
+    assert [s.name for s in plan(TABLE1)] == ["data", "proposals", "stage1", "stage2", "fcn8s",
+                                              "eval", "test"]
+    with pytest.raises(UserError, match="lacks"):
+        plan(REPO / "configs")
+
+
+@pytest.mark.slow
+def test_table1_recipe_runs_every_step_on_the_synthetic_set(synthetic_voc, offline_wandb, monkeypatch,
+                                                            tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)  # the recipes write outputs/<name> relative to the working folder
+    tiny = [f"data.root={synthetic_voc}", "data.train_split=train", "data.val_split=val",
+            f"data.proposals.cache_dir={tmp_path}/proposals", "data.proposals.min_size=16",
+            "data.proposals.workers=1", "data.batch_size=4", "data.num_workers=0",
+            "data.max_image_size=96", "model.width=0.0625", "model.pretrained=none",
+            "model.input_size=64", "data.window_size=72", "data.crop_size=64",
+            "schedule.max_steps=2", "schedule.val_every_n_steps=2", "schedule.precise_bn_batches=1",
+            "trainer.accelerator=cpu", "trainer.devices=1", "trainer.limit_val_batches=1",
+            "crf.workers=1", "logger.mode=disabled", "logger.log_images=0"]
+    assert main(["pipeline", str(TABLE1), *tiny]) == 0
+    outputs = tmp_path / "outputs"
+    for name in ("table1-stage1", "table1-stage2", "table1-fcn8s"):
+        assert (outputs / name / "checkpoints" / "final.ckpt").is_file()
+    rows = read_results_csv(outputs / "table1-eval" / "results.csv")
+    assert list(rows) == list(METHODS)
+    capsys.readouterr()
+    assert main(["pipeline", str(TABLE1), *tiny, "--steps", "stage1,stage2,fcn8s,eval,test"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("complete, skipped") == 5
