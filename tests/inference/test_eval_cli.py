@@ -48,9 +48,13 @@ def test_eval_writes_the_table1_files_and_an_offline_wandb_run(synthetic_voc, ch
     assert all(0 <= row[-1] <= 100 for row in rows.values())
     assert (out / "config.yaml").is_file() and (out / "results.md").is_file()
     assert (out / "iou_chart.png").is_file() and len(list((out / "overlays").glob("*.png"))) == 2
-    assert "EDeconvNet+CRF" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "EDeconvNet+CRF" in printed
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
+    # the printed table says where every output is
+    assert f"outputs in {out}" in printed and "iou_chart.png" in printed and "overlays/" in printed
+    assert f"wandb sync {runs[0]}" in printed
     run = read_offline_run(runs[0])
     logged = {key: value for step in run["history"] for key, value in step.items()}
     assert logged["eval/EDeconvNet+CRF/mIoU"] == pytest.approx(rows["EDeconvNet+CRF"][-1], abs=0.05)

@@ -147,10 +147,26 @@ class EvalOutputs:
             write_results_markdown(out / "results.md", rows, self.num_classes, self.title)
             self._chart(rows)
             print(format_table(rows, self.num_classes))
-            print(f"written {out / 'results.csv'} and {out / 'results.md'}")
+            print(self._where(logger))
         if logger is not None:
             self._log(rows, logger)
         return rows
+
+    def _where(self, logger: Any) -> str:
+        """The lines that tell the user where each output is."""
+        out = self.output_dir
+        lines = [f"outputs in {out}:",
+                 "  results.csv, results.md  per-class IoU (results.md beside the paper's Table 1)",
+                 "  iou_chart.png            per-class IoU of each method against the paper"]
+        if self.overlays and self.overlays_dir.is_dir():
+            lines.append(f"  {self.overlays_dir.name}/{' ' * (23 - len(self.overlays_dir.name))}"
+                         "image, ground truth and each method's labels")
+        run_dir = getattr(getattr(logger, "experiment", None), "dir", None) if logger is not None else None
+        if run_dir:
+            run = Path(run_dir).parent
+            offline = run.name.startswith("offline-")
+            lines.append(f"  W&B run                  {run}" + (f"  (upload: wandb sync {run})" if offline else ""))
+        return "\n".join(lines)
 
     def _chart(self, rows: dict[str, list[float]]) -> Path:
         from deconvnet.viz import iou_chart, save_figure
