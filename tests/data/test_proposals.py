@@ -81,6 +81,19 @@ def test_edgeboxes_finds_a_salient_rectangle():
     assert box_iou(final, truth).max() > 0.7
 
 
+def test_edgeboxes_boxes_of_an_image_do_not_depend_on_the_images_before_it(synthetic_voc):
+    # OpenCV's EdgeBoxes object keeps state between calls: reused, it gave other boxes for
+    # the same image, so the proposals (and the DeconvNet rows) changed with the order in
+    # which pool workers met the images.
+    reader = VOCSegmentationIndex(synthetic_voc, "val")
+    generator = generators.EdgeBoxes(max_candidates=500)
+    first, _ = generator.propose_image(reader.image(0))
+    for i in range(1, len(reader)):
+        generator.propose_image(reader.image(i))
+    again, _ = generator.propose_image(reader.image(0))
+    assert len(first) > 0 and np.array_equal(first, again)
+
+
 def test_edgeboxes_without_contrib_build_says_how_to_fix(monkeypatch):
     import cv2
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: EdgeBoxes boxes no longer depend on the order of images
 
 
 def cache_key(method: str, parameters: dict[str, Any]) -> str:

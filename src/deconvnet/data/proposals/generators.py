@@ -115,7 +115,6 @@ class EdgeBoxes(ProposalGenerator):
         self.edge_model = str(edge_model) if edge_model else None
         self.alpha, self.beta = float(alpha), float(beta)
         self._edge_model_digest = file_digest(self.edge_model) if self.edge_model else None
-        self._cv_boxes = None
         self._cv_edges = None
 
     def parameters(self) -> dict[str, Any]:
@@ -140,11 +139,12 @@ class EdgeBoxes(ProposalGenerator):
     def propose_image(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import cv2
 
-        if self._cv_boxes is None:
-            self._cv_boxes = cv2.ximgproc.createEdgeBoxes(
-                alpha=self.alpha, beta=self.beta, maxBoxes=self.max_candidates)
+        # A new EdgeBoxes object per image: a reused one keeps state between calls and gives
+        # other boxes for the same image, so results would depend on the order of images.
+        edge_boxes = cv2.ximgproc.createEdgeBoxes(
+            alpha=self.alpha, beta=self.beta, maxBoxes=self.max_candidates)
         edges, orientation = self._edges(image)
-        found = self._cv_boxes.getBoundingBoxes(edges, orientation)
+        found = edge_boxes.getBoundingBoxes(edges, orientation)
         rects, scores = found if isinstance(found, tuple) else (found, None)
         if rects is None or len(rects) == 0:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
