@@ -60,6 +60,7 @@ class ProposalConfig:
     max_candidates: int = 2000  # EdgeBoxes' maxBoxes before filtering
     edge_model: str | None = None  # structured-edge model.yml.gz; None: edge map computed in-process
     file: str | None = None  # method=file: precomputed boxes
+    extended: bool = False  # boxes are already extended windows (official cached EdgeBoxes): no second context enlargement
     cache_dir: str = "${data.root}/proposals"
     workers: int = 0  # processes for precomputation; 0: all cores
     # splits `deconvnet proposals` computes; empty: data.train_split, data.val_split, eval.split
@@ -82,6 +83,10 @@ class DataConfig:
     per_device_batch_size: int | None = None  # None: batch_size / devices, no accumulation
     num_workers: int = 4
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
+    # stage 1/2 windows: voc (built from the annotations of data.root) | official (the release's
+    # VOC_OBJECT / VOC2012_SEG_AUG training lists under data.official_root, read as they are)
+    source: str = "voc"
+    official_root: str = "${data.root}/official"
 
 
 @dataclass

@@ -33,13 +33,18 @@ from deconvnet.errors import DataError, UserError
 METHODS = ("edgeboxes", "selective_search", "file", "ground_truth")
 
 
-def finalize(boxes, scores, width: int, height: int, min_size: float, top_k: int) -> np.ndarray:
-    """The common rules: clip to the image, drop min(w, h) < min_size, best score first, top_k."""
+def finalize(boxes, scores, width: int, height: int, min_size: float, top_k: int,
+             clip: bool = True) -> np.ndarray:
+    """The common rules: clip to the image, drop min(w, h) < min_size, best score first, top_k.
+
+    ``clip=False`` keeps boxes that cross the border as they are: already extended windows
+    (the official cached EdgeBoxes) are square and padded where they leave the image."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     if boxes.shape[0] == 0:
         return np.zeros((0, 4), np.float32)
-    boxes = clip_boxes(boxes, width, height)
+    if clip:
+        boxes = clip_boxes(boxes, width, height)
     sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     keep = sides >= min_size
     boxes, scores = boxes[keep], scores[keep]
@@ -196,7 +201,10 @@ class FileBoxes(ProposalGenerator):
 
     method = "file"
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, extended: bool = False) -> None:
+        # extended (data.proposals.extended): the boxes are already the windows to cut, so they
+        # are not clipped to the image (see finalize)
+        self.clip = not extended
         if not path:
             raise UserError("data.proposals.method=file needs data.proposals.file: the path of a .npz or .json of boxes")
         self.path = Path(path)
@@ -208,7 +216,7 @@ class FileBoxes(ProposalGenerator):
         self._boxes: dict[str, np.ndarray] | None = None
 
     def parameters(self) -> dict[str, Any]:
-        return {"file": self.path.name, "sha256": self._digest}
+        return {"file": self.path.name, "sha256": self._digest, "clip": self.clip}
 
     def _table(self) -> dict[str, np.ndarray]:
         if self._boxes is None:
@@ -295,7 +303,7 @@ def build_generator(cfg) -> ProposalGenerator:
     if method == "selective_search":
         return SelectiveSearch(max_candidates=pcfg.max_candidates)
     if method == "file":
-        return FileBoxes(pcfg.file)
+        return FileBoxes(pcfg.file, extended=bool(pcfg.get("extended", False)))
     if method == "ground_truth":
         return GroundTruthOracle(box_scale=cfg.data.box_scale, seed=cfg.seed)
     raise UserError(f"data.proposals.method: unknown method '{method}'; choose one of {', '.join(METHODS)}")

@@ -31,7 +31,8 @@ def proposal_parameters(cfg, generator) -> dict:
 def _one_image(reader, generator, i: int, min_size: float, top_k: int) -> np.ndarray:
     boxes, scores = generator.propose(reader, i)
     height, width = reader.sizes[i]
-    return generators.finalize(boxes, scores, width, height, min_size, top_k)
+    return generators.finalize(boxes, scores, width, height, min_size, top_k,
+                               clip=getattr(generator, "clip", True))
 
 
 # Worker-process state, set once per process by the pool initializer.
