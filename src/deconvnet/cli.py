@@ -6,7 +6,10 @@
     deconvnet score --pred DIR --gt DIR [--out DIR]
     deconvnet synth --root DIR [--images N] [--seed S]
     deconvnet proposals CONFIG [key=value ...]
-    deconvnet download voc2012|sbd --root DIR
+    deconvnet download voc2012|sbd|official|official-<piece> --root DIR
+    deconvnet convert MODEL.caffemodel --network deconvnet|fcn8s|vgg16 --out FILE [--bn inference|learn]
+    deconvnet convert EDGEBOX_DIR --proposals --data-root DIR --split SPLIT --out FILE.npz
+    deconvnet windows-report CONFIG [key=value ...]
     deconvnet pipeline EXPERIMENT_DIR [--steps a,b] [key=value ...]
 
 Heavy imports (torch, lightning) happen inside each command so `--help` is instant.
@@ -72,9 +75,43 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from deconvnet.data.download import download
+    from deconvnet.data.download import download, download_official
 
+    if args.dataset.startswith("official"):
+        download_official(args.dataset, args.root)
+        return 0
     download(args.dataset, args.root)
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    if args.proposals:
+        from deconvnet.caffe.proposals import convert_edgebox_cache
+        from deconvnet.data.voc import VOCSegmentationIndex
+
+        if not args.data_root or not args.split:
+            raise SystemExit("deconvnet convert --proposals: give --data-root and --split (image sizes)")
+        out = convert_edgebox_cache(args.source, VOCSegmentationIndex(args.data_root, args.split), args.out)
+        print(f"wrote {out}: use data.proposals.method=file data.proposals.file={out} "
+              "data.proposals.extended=true eval.window_square=false")
+        return 0
+    from deconvnet.caffe import convert_caffemodel
+
+    if not args.network:
+        raise SystemExit("deconvnet convert: give --network deconvnet|fcn8s|vgg16 (or --proposals)")
+    out = convert_caffemodel(args.source, args.network, args.out, bn=args.bn)
+    if args.network == "vgg16":
+        print(f"wrote {out}: use model.pretrained={out} model.weights_style=caffe")
+    else:
+        key = "deconvnet_checkpoint" if args.network == "deconvnet" else "fcn_checkpoint"
+        print(f"wrote {out}: use eval.{key}={out}")
+    return 0
+
+
+def _cmd_windows_report(args: argparse.Namespace) -> int:
+    from deconvnet.data.official import windows_report
+
+    print(windows_report(_config_and_overrides(args), limit=args.limit))
     return 0
 
 
@@ -103,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     with_config("train", "train a network (DeconvNet stage 1/2 or FCN-8s)", _cmd_train)
     with_config("eval", "ensemble evaluation: Table 1 rows, CRF, server output", _cmd_eval)
     with_config("proposals", "precompute object proposals for a split", _cmd_proposals)
+    p = with_config("windows-report", "our stage-1/2 windows beside the release's: classes, sizes, aspect ratios",
+                    _cmd_windows_report)
+    p.add_argument("--limit", type=int, default=None,
+                   help="read at most this many official examples per list (labels are decoded)")
 
     p = sub.add_parser("predict", help="label PNGs and overlays for arbitrary images")
     p.add_argument("config", help="experiment YAML file")
@@ -123,10 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longer image side in pixels (default: VOC-like sizes, up to 500)")
     p.set_defaults(handler=_cmd_synth)
 
-    p = sub.add_parser("download", help="download PASCAL VOC 2012 or SBD (needs internet)")
-    p.add_argument("dataset", choices=["voc2012", "sbd"])
-    p.add_argument("--root", required=True, help="data folder (default layout: data/)")
+    from deconvnet.data.download import official_names
+
+    p = sub.add_parser("download", help="download PASCAL VOC 2012, SBD or the official release (needs internet)")
+    p.add_argument("dataset", choices=["voc2012", "sbd", *official_names()])
+    p.add_argument("--root", required=True, help="data folder (default layout: data/; data/official for the release)")
     p.set_defaults(handler=_cmd_download)
+
+    p = sub.add_parser("convert", help="a released Caffe model (or the cached EdgeBoxes) to our formats")
+    p.add_argument("source", help="a .caffemodel, or with --proposals the folder of <id>.mat boxes")
+    p.add_argument("--network", choices=["deconvnet", "fcn8s", "vgg16"], default=None)
+    p.add_argument("--out", required=True, help="checkpoint (.ckpt), state dict (.pth) or boxes (.npz)")
+    p.add_argument("--bn", choices=["inference", "learn"], default="inference",
+                   help="DeconvNet BN layers: inference (folded, the released model) or learn (stage results)")
+    p.add_argument("--proposals", action="store_true", help="convert the release's edgebox_cached .mat files")
+    p.add_argument("--data-root", default=None, help="--proposals: data root holding VOCdevkit/VOC2012")
+    p.add_argument("--split", default=None, help="--proposals: the split the .mat files belong to")
+    p.set_defaults(handler=_cmd_convert)
 
     p = sub.add_parser("pipeline", help="run an experiment folder's steps in order, skipping done ones")
     p.add_argument("experiment", help="experiment folder, e.g. experiments/table1")

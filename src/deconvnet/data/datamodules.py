@@ -30,6 +30,7 @@ from deconvnet.data.datasets import (
     WholeImageDataset,
     pad_collate,
 )
+from deconvnet.data.official import data_source, official_datasets
 from deconvnet.data.samplers import EvalDistributedSampler, distributed_context
 from deconvnet.errors import UserError
 
@@ -132,6 +133,10 @@ class Stage1DataModule(_DeconvNetData):
 
     def setup(self, stage: str | None = None) -> None:
         data = self.cfg.data
+        if data_source(self.cfg) == "official":  # the release's lists (data/official.py)
+            if self.train_set is None:
+                self.train_set, self.val_set = official_datasets(self.cfg)
+            return
         if self.train_set is None and stage in (None, "fit"):
             reader = open_split(self.cfg, data.train_split)
             self.train_set = self._training_set(reader, InstanceIndex.build(reader))
@@ -156,6 +161,8 @@ class Stage2DataModule(Stage1DataModule):
     def prepare_data(self) -> None:
         from deconvnet.data.proposals import ensure_proposals
 
+        if data_source(self.cfg) == "official":
+            return  # the release's windows need no proposals
         ensure_proposals(self.cfg, self.cfg.data.train_split)
 
     def _training_set(self, reader, index: InstanceIndex) -> Dataset:

@@ -184,3 +184,162 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The official DeconvNet release (HyeonwooNoh/DeconvNet: model/get_model.sh, data/get_data.sh,
+# inference/setup.sh) and the FCN authors' fcn-8s-pascal: `deconvnet download official --root
+# data/official` (everything) or one piece by name. Same guarantees as above: resumable
+# `.part` downloads, archives unpacked beside the target and moved into place, a
+# `.<name>.complete` marker; no checksum is published for these files, so the marker
+# records the SHA-256 of what was fetched (a second machine can compare).
+
+RELEASE = "http://cvlab.postech.ac.kr/research/deconvnet"
+
+
+@dataclass(frozen=True)
+class ReleaseFile:
+    url: str
+    folder: str  # under root, as the release lays it out
+    size: str  # said before the download starts; "not published": the progress bar shows the
+    # server's Content-Length once the download starts
+    what: str
+    md5: str | None = None  # none is published for the release's files
+    archive: bool = False  # a .tar.gz unpacked into `folder`
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+OFFICIAL: dict[str, ReleaseFile] = {
+    "official-model": ReleaseFile(
+        f"{RELEASE}/model/DeconvNet/DeconvNet_trainval_inference.caffemodel", "model/DeconvNet",
+        "about 1.0 GB (251.8 M float32 weights)", "the trained DeconvNet, BN folded for inference"),
+    "official-fcn8s": ReleaseFile(
+        "http://dl.caffe.berkeleyvision.org/fcn-8s-pascal.caffemodel", "model/FCN",
+        "about 0.54 GB (134 M float32 weights)", "the FCN authors' staged FCN-8s (PASCAL)"),
+    "official-vgg16": ReleaseFile(
+        f"{RELEASE}/model/VGG_conv/VGG_ILSVRC_16_layers_conv.caffemodel", "model/VGG_conv",
+        "about 0.55 GB (138 M float32 weights)", "VGG16 with fc6/fc7 as convolutions (Caffe style)"),
+    "official-stage1": ReleaseFile(
+        f"{RELEASE}/model/stage_1_train_result/stage_1_train_result.caffemodel",
+        "model/stage_1_train_result", "about 1.0 GB", "stage-1 training result (BN in LEARN mode)"),
+    "official-stage2": ReleaseFile(
+        f"{RELEASE}/model/stage_2_train_result/stage_2_train_result.caffemodel",
+        "model/stage_2_train_result", "about 1.0 GB", "stage-2 training result (BN in LEARN mode)"),
+    "official-edgebox-cache": ReleaseFile(
+        f"{RELEASE}/data/edgebox_cached.tar.gz", ".", "not published",
+        "cached extended EdgeBoxes of VOC 2012 test (edgebox_cached/VOC2012_TEST/<id>.mat)",
+        archive=True),
+    "official-voc2012-test": ReleaseFile(
+        f"{RELEASE}/data/VOC2012_TEST.tar.gz", ".", "not published",
+        "VOC 2012 test images as the release uses them (VOC2012_TEST/)", archive=True),
+    "official-stage1-lists": ReleaseFile(
+        f"{RELEASE}/data/stage_1_train_imgset.tar.gz", "imagesets", "not published",
+        "stage-1 image/label lists (stage_1_train_imgset/train.txt, val.txt)", archive=True),
+    "official-stage2-lists": ReleaseFile(
+        f"{RELEASE}/data/stage_2_train_imgset.tar.gz", "imagesets", "not published",
+        "stage-2 window lists (stage_2_train_imgset/train.txt, val.txt)", archive=True),
+    "official-voc-object": ReleaseFile(
+        f"{RELEASE}/data/VOC_OBJECT.tar.gz", "VOC2012", "not published",
+        "stage-1 training set: object-centred crops and labels", archive=True),
+    "official-voc-seg-aug": ReleaseFile(
+        f"{RELEASE}/data/VOC2012_SEG_AUG.tar.gz", "VOC2012", "not published",
+        "stage-2 training set: VOC 2012 + SBD images and labels", archive=True),
+}
+OFFICIAL_GROUPS: dict[str, tuple[str, ...]] = {
+    "official": tuple(OFFICIAL),
+    "official-models": ("official-model", "official-fcn8s", "official-vgg16", "official-stage1",
+                        "official-stage2"),
+    "official-inference": ("official-model", "official-fcn8s", "official-edgebox-cache",
+                           "official-voc2012-test"),
+    "official-training": ("official-vgg16", "official-stage1-lists", "official-stage2-lists",
+                          "official-voc-object", "official-voc-seg-aug"),
+}
+
+
+def official_names() -> list[str]:
+    return [*OFFICIAL_GROUPS, *OFFICIAL]
+
+
+def download_official(name: str, root: str | Path, files: Mapping[str, ReleaseFile] | None = None) -> list[Path]:
+    """Fetch one piece of the official release (or a group, e.g. ``official``) into ``root``.
+
+    Says what will be fetched and how large before starting; skips pieces already complete.
+    Returns the downloaded files / unpacked folders' parent for each piece.
+    """
+    files = OFFICIAL if files is None else files
+    groups = OFFICIAL_GROUPS if files is OFFICIAL else {"official": tuple(files)}
+    names = groups.get(name, (name,))
+    unknown = [n for n in names if n not in files]
+    if unknown:
+        raise UserError(f"unknown release piece '{unknown[0]}'; choose one of {', '.join([*groups, *files])}")
+    root = Path(root)
+    todo = [n for n in names if not (root / f".{n}.complete").is_file()]
+    print(f"{name}: {len(names)} piece(s) into {root}, {len(names) - len(todo)} already there")
+    for n in todo:
+        print(f"  {n:24s} {files[n].size:45s} {files[n].what}")
+    return [_fetch_release_piece(n, files[n], root) for n in names]
+
+
+def _fetch_release_piece(name: str, spec: ReleaseFile, root: Path) -> Path:
+    folder = root / spec.folder
+    marker = root / f".{name}.complete"
+    target = folder / spec.filename
+    if marker.is_file():
+        return folder if spec.archive else target
+    folder.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    if not target.is_file():
+        try:
+            if spec.url.startswith("file://"):
+                _copy_local(spec.url, part)
+            else:
+                _http_resume(spec.url, part)
+        except (urllib.error.URLError, OSError) as err:
+            kept = f" The partial file {part} is kept; run again to resume." if part.exists() else ""
+            raise DataError(f"could not download {spec.filename} from {spec.url}: {err}. The release "
+                            f"server may be down; put the file at {target} by hand.{kept}") from None
+        if spec.md5 is not None and _md5(part) != spec.md5:
+            part.unlink()
+            raise DataError(f"checksum mismatch for {spec.filename}; the corrupt download was deleted, "
+                            "run again to download it afresh")
+        os.replace(part, target)
+    digest = _sha256(target)
+    if spec.archive:
+        _extract_all(target, folder)
+        target.unlink()
+    _write_atomic(marker, f"{spec.filename} sha256 {digest}\n")
+    print(f"{name}: ready in {folder if spec.archive else target} (sha256 {digest[:16]}...)")
+    return folder if spec.archive else target
+
+
+def _extract_all(archive: Path, folder: Path) -> None:
+    """Unpack every top-level entry of ``archive`` beside ``folder``, then move them in."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{archive.name}.extracting-", dir=folder))
+    try:
+        try:
+            with tarfile.open(archive) as tar:
+                for member in tqdm(tar.getmembers(), desc=f"extracting {archive.name}", unit="file"):
+                    tar.extract(member, staging, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise DataError(f"cannot unpack {archive}: {err}. Delete it and download again.") from None
+        entries = list(staging.iterdir())
+        clashes = [folder / e.name for e in entries if (folder / e.name).exists()]
+        if clashes:
+            raise DataError(f"{clashes[0]} already exists but was not unpacked by `deconvnet download`; "
+                            "move or delete it first")
+        for entry in entries:
+            os.rename(entry, folder / entry.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f, _bar(path.stat().st_size, f"sha256 {path.name}") as bar:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
