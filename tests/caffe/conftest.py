@@ -56,9 +56,9 @@ def blob(array: np.ndarray, legacy: bool = True, double: bool = False) -> bytes:
         out += length_delimited(7, length_delimited(1, b"".join(varint(int(d)) for d in array.shape)))
     flat = array.reshape(-1)
     if double:
-        out += length_delimited(8, struct.pack(f"<{flat.size}d", *flat.astype(np.float64)))
+        out += length_delimited(8, flat.astype("<f8").tobytes())  # packed doubles: raw little-endian
     else:
-        out += length_delimited(5, struct.pack(f"<{flat.size}f", *flat.astype(np.float32)))
+        out += length_delimited(5, flat.astype("<f4").tobytes())  # packed floats
     return out
 
 
