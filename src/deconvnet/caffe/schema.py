@@ -90,8 +90,11 @@ def _build_classes() -> dict[str, type]:
     del file
     names = ("BlobShape", "BlobProto", "V0LayerParameter", "V1LayerParameter",
              "LayerParameter", "NetParameter")
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.{name}"))
-            for name in names}
+    if hasattr(message_factory, "GetMessageClass"):  # protobuf >= 4.22
+        make = message_factory.GetMessageClass
+    else:  # older protobuf
+        make = message_factory.MessageFactory(pool).GetPrototype
+    return {name: make(pool.FindMessageTypeByName(f"{PACKAGE}.{name}")) for name in names}
 
 
 _CLASSES = _build_classes()
