@@ -285,3 +285,14 @@ def test_double_data_and_shape_blobs_are_read(tmp_path, caffe_writer):
     np.testing.assert_allclose(layers["fc8"].blobs[0], array, rtol=1e-6)
     assert layers["fc9"].blobs[0].shape == (1, 1, 2, 3)  # legacy 4-d dims kept
     assert read_caffemodel(path).format == "V1"
+
+
+def test_cli_convert_reports_bad_files_in_one_line(tmp_path, capsys):
+    from deconvnet.cli import main
+
+    bad = tmp_path / "half.caffemodel"
+    bad.write_bytes(b"\x12\xff\xff\x03partial")
+    assert main(["convert", str(bad), "--network", "deconvnet", "--out", str(tmp_path / "x.ckpt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("deconvnet convert: error: ") and str(bad) in err and "\n" not in err
+    assert not (tmp_path / "x.ckpt").exists()
