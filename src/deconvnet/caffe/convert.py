@@ -207,7 +207,10 @@ def deconvnet_state(model: CaffeModel, bn: str = "inference") -> tuple[dict[str,
     if classifier is None:
         _require(model, "seg-score-voc", "DeconvNet")
     num_classes = int(classifier.blobs[0].shape[0])
-    input_size = 32 * int(fc6.shape[-1]) if fc6.ndim == 4 else 224
+    # fc6 is a k x k convolution in the release (k = input / 32); an InnerProduct-shaped blob
+    # (1 x 1 x out x in) says nothing about k: the paper's 224 then
+    square_kernel = fc6.ndim == 4 and fc6.shape[-1] == fc6.shape[-2] and fc6.shape[:2] != (1, 1)
+    input_size = 32 * int(fc6.shape[-1]) if square_kernel else 224
     try:
         net = DeconvNet(num_classes=num_classes, input_size=input_size, width=width)
     except ValueError as err:
@@ -217,7 +220,7 @@ def deconvnet_state(model: CaffeModel, bn: str = "inference") -> tuple[dict[str,
         leaf = path.rsplit(".", 1)[-1]
         names = DECONVNET_NAMES.get(leaf, (leaf,))
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-            _fill_conv(plan, plan.layer(names, path), path, module)
+            _fill_conv(plan, plan.layer(names, path), path, module, reshape=leaf in ("fc6", "fc7"))
         elif isinstance(module, nn.BatchNorm2d):
             _fill_bn(plan, plan.layer(names, path), path, module, bn)
     plan.unmatched()
