@@ -216,7 +216,7 @@ def _quantiles(values: np.ndarray) -> list[str]:
 
 def format_report(left: WindowStats, right: WindowStats) -> str:
     """Examples per class, window side sqrt(w h) and aspect ratio w / h, side by side."""
-    width = 28
+    width = max(24, len(left.name) + 2, len(right.name) + 2)
     lines = [f"{'':14s}{left.name:>{width}s}{right.name:>{width}s}"]
     lines.append("examples per class")
     lc, rc = (np.bincount(s.class_id, minlength=NUM_CLASSES) for s in (left, right))
