@@ -3,11 +3,11 @@
     deconvnet train CONFIG [key=value ...]
     deconvnet eval CONFIG [key=value ...]
     deconvnet predict CONFIG IMAGE... [key=value ...]
-    deconvnet score --pred DIR --gt DIR [--out DIR]
+    deconvnet score --pred DIR --gt DIR [--split NAME --root DIR | --ids FILE] [--out DIR]
     deconvnet synth --root DIR [--images N] [--seed S]
     deconvnet proposals CONFIG [key=value ...]
     deconvnet download voc2012|sbd --root DIR
-    deconvnet pipeline EXPERIMENT_DIR [--steps a,b] [key=value ...]
+    deconvnet pipeline EXPERIMENT_DIR [--steps a,b] [key=value ...]   (options go anywhere)
 
 Heavy imports (torch, lightning) happen inside each command so `--help` is instant.
 """
@@ -50,10 +50,37 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ids_to_score(args: argparse.Namespace) -> list[str] | None:
+    """The ids named by --ids FILE or --split NAME --root DIR (None: every ground-truth PNG)."""
+    from pathlib import Path
+
+    from deconvnet.data.voc import voc_folder
+    from deconvnet.errors import UserError
+
+    if args.split is None and args.root is not None:
+        raise UserError("--root is only used with --split; add --split NAME (e.g. --split val)")
+    if args.split is not None:
+        if args.root is None:
+            raise UserError(f"--split {args.split} needs --root DIR, the data folder that holds "
+                            "VOCdevkit/VOC2012 (e.g. --root data)")
+        path = voc_folder(args.root) / "ImageSets" / "Segmentation" / f"{args.split}.txt"
+        what = f"split list of --split {args.split}"
+    else:
+        if args.ids is None:
+            return None
+        path, what = Path(args.ids), "--ids file"
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise UserError(f"{what} {path} lists no image ids")
+    return ids
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from deconvnet.inference.score import score_folders
 
-    score_folders(args.pred, args.gt, args.out)
+    score_folders(args.pred, args.gt, args.out, ids=_ids_to_score(args))
     return 0
 
 
@@ -113,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="folder of predicted label PNGs")
     p.add_argument("--gt", required=True, help="folder of ground-truth label PNGs")
     p.add_argument("--out", default=None, help="folder for results.csv (default: --pred)")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--split", default=None,
+                      help="score only this split's ids (e.g. val), listed under --root")
+    only.add_argument("--ids", default=None, help="score only the ids in this file (one per line)")
+    p.add_argument("--root", default=None,
+                   help="with --split: the data folder holding VOCdevkit/VOC2012 (e.g. data)")
     p.set_defaults(handler=_cmd_score)
 
     p = sub.add_parser("synth", help="write a synthetic dataset in the VOC 2012 layout")
@@ -137,10 +170,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line; key=value overrides may also follow an option (--steps a k=v)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills the overrides positional once, so overrides after an option come back
+    # as unknown arguments: they belong at the end of the overrides, in their order.
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _setup_logging() -> None:
+    """The package's INFO messages reach the user as plain lines on stdout."""
+    import logging
+
+    class StdoutHandler(logging.StreamHandler):
+        """Writes to whatever sys.stdout is at the time (tests and notebooks replace it)."""
+
+        @property
+        def stream(self):
+            return sys.stdout
+
+        @stream.setter
+        def stream(self, _value) -> None:
+            pass
+
+    package = logging.getLogger("deconvnet")
+    if not any(type(h).__name__ == "StdoutHandler" for h in package.handlers):
+        handler = StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package.addHandler(handler)
+    package.setLevel(logging.INFO)
+
+
+# Lightning's INFO lines that tell the user nothing about their run: advertisements for
+# its cloud products and an echo of a default the code passes explicitly.
+_LIGHTNING_NOISE = ("💡 Tip:", "`Trainer(limit_val_batches=1.0)` was configured so 100%")
+
+
+def _drop_lightning_noise(record) -> bool:
+    return not str(record.msg).startswith(_LIGHTNING_NOISE)
+
+
+def _silence_third_party_noise() -> None:
+    """Targeted filters for third-party output that is not about the run.
+
+    Lightning logs its tips through its rank-zero logger (no setting turns them off), and
+    Lightning 2.6's own ``_pytree`` uses torch's deprecated ``LeafSpec``, which torch reports
+    as a FutureWarning on every fit. Filters work in this process (and in workers that
+    re-run the command, as torchrun's and Lightning's DDP launchers do).
+    """
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _drop_lightning_noise not in logger.filters:
+            logger.addFilter(_drop_lightning_noise)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     from deconvnet.errors import UserError
 
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
+    _setup_logging()
+    _silence_third_party_noise()
     try:
         return args.handler(args)
     except UserError as err:
