@@ -49,6 +49,9 @@ train-stage2: $(STAMP)  ## DeconvNet stage 2 of EXP, from the stage-1 final chec
 train-fcn: $(STAMP)  ## FCN-8s of EXP on whole images
 	$(VENV)/bin/deconvnet train $(EXP)/fcn8s.yaml $(ARGS)
 
+proposals: $(STAMP)  ## EdgeBox proposals of EXP's splits (train, val, eval), cached where stage 2 and eval read them
+	$(VENV)/bin/deconvnet proposals $(EXP)/stage2.yaml $(ARGS)
+
 DEMO_DATA ?= data/synthetic
 demo: $(STAMP)  ## the whole pipeline on a synthetic VOC set, on CPU (resumable)
 	@test -d $(DEMO_DATA)/VOCdevkit || $(VENV)/bin/deconvnet synth --root $(DEMO_DATA) --images 240 --size 160
@@ -66,6 +69,11 @@ sweep: $(STAMP)  ## create the W&B sweep SWEEP and run an agent for it (needs `w
 	  id=$$(wandb sweep $(SWEEP) 2>&1 | tee /dev/stderr | sed -n 's/.*wandb agent \([^ ]*\).*/\1/p' | tail -n 1); \
 	  test -n "$$id" || { echo "wandb sweep did not return a sweep id (logged in? see above)"; exit 1; }; \
 	  wandb agent $$id
+
+bench: $(STAMP)  ## the benchmarks with their CPU defaults, one JSON line each (data loading, inference, training step)
+	$(PY) benchmarks/data.py
+	$(PY) benchmarks/inference.py
+	$(PY) benchmarks/train_throughput.py
 
 clean:  ## remove caches (keeps .venv and outputs)
 	rm -rf .pytest_cache .ruff_cache build src/*.egg-info

@@ -19,9 +19,7 @@ from pathlib import Path
 
 import torch
 
-from deconvnet.data.classes import VOC_CLASSES
-
-IGNORE_INDEX = 255
+from deconvnet.data.classes import IGNORE_INDEX, VOC_CLASSES
 
 
 def confusion_matrix(

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from deconvnet.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+from deconvnet.data.classes import IGNORE_INDEX, NUM_CLASSES
 from deconvnet.data.transforms import SeededTransform, to_tensors, training_augmentation
 from deconvnet.data.windows import box_iou, cut_window, enlarge_boxes, square_boxes
 from deconvnet.errors import DataError, UserError
@@ -202,11 +202,6 @@ class WindowDataset(Dataset):
             image, label = self.augment(image, label)
         image_t, label_t = to_tensors(image, label)
         return {"image": image_t, "label": label_t}
-
-    def describe(self) -> str:
-        counts = self.table.class_counts()
-        present = ", ".join(f"{VOC_CLASSES[c]} {counts[c]}" for c in np.flatnonzero(counts))
-        return f"{len(self)} windows of {len(self.reader)} images ({present})"
 
 
 def _no_examples(reader, what: str) -> DataError:
