@@ -16,8 +16,10 @@ def pipeline_calls(monkeypatch):
     import deconvnet.pipeline
 
     calls = []
-    monkeypatch.setattr(deconvnet.pipeline, "run_pipeline",
-                        lambda experiment, overrides, only: calls.append((experiment, overrides, only)))
+    def record(experiment, overrides, only):
+        calls.append((experiment, overrides, only))
+
+    monkeypatch.setattr(deconvnet.pipeline, "run_pipeline", record)
     return calls
 
 
@@ -68,7 +70,8 @@ def test_lightning_tips_and_the_leafspec_warning_are_silenced(pipeline_calls):
 
     tip = "💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]"
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).removeFilter(cli._drop_lightning_noise)  # an earlier main() added it
+        # an earlier main() in this process added it
+        logging.getLogger(name).removeFilter(cli._drop_lightning_noise)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert _lightning_lines(tip) == [tip] and not caught  # noisy before the CLI starts
@@ -76,6 +79,6 @@ def test_lightning_tips_and_the_leafspec_warning_are_silenced(pipeline_calls):
         assert len(caught) == 1 and "LeafSpec" in str(caught[0].message)
         cli.main(["pipeline", "EXP"])
         assert _lightning_lines(tip) == []
-        assert _lightning_lines("GPU available: False") == ["GPU available: False"]  # the rest stays
+        assert _lightning_lines("GPU available: False") == ["GPU available: False"]  # the rest
         LeafSpec()
         assert len(caught) == 1

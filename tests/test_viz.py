@@ -7,7 +7,8 @@ import numpy as np
 from deconvnet.viz import legend_entries, overlay_figure, overlay_panel
 
 # VOC devkit colours (VOClabelcolormap.m), written out: background, aeroplane, cat, person, void
-BLACK, AEROPLANE, CAT, PERSON, VOID = (0, 0, 0), (128, 0, 0), (64, 0, 0), (192, 128, 128), (224, 224, 192)
+BLACK, AEROPLANE, CAT = (0, 0, 0), (128, 0, 0), (64, 0, 0)
+PERSON, VOID = (192, 128, 128), (224, 224, 192)
 
 
 def _scene():
@@ -30,8 +31,10 @@ def test_legend_lists_exactly_the_classes_present_with_their_voc_colours():
                                      ("cat", CAT), ("person", PERSON)]
     fig = overlay_figure(image, None, {"DeconvNet": guess})
     (legend,) = fig.legends
-    assert [t.get_text() for t in legend.get_texts()] == ["background", "aeroplane", "cat", "person"]
-    swatches = [tuple(round(c * 255) for c in patch.get_facecolor()[:3]) for patch in legend.get_patches()]
+    names = [t.get_text() for t in legend.get_texts()]
+    assert names == ["background", "aeroplane", "cat", "person"]
+    swatches = [tuple(round(c * 255) for c in patch.get_facecolor()[:3])
+                for patch in legend.get_patches()]
     assert swatches == [BLACK, AEROPLANE, CAT, PERSON]
 
 

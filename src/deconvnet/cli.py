@@ -176,7 +176,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
     # argparse fills the overrides positional once, so overrides after an option come back
     # as unknown arguments: they belong at the end of the overrides, in their order.
-    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+    overrides_only = all("=" in a and not a.startswith("-") for a in extra)
+    if extra and hasattr(args, "overrides") and overrides_only:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

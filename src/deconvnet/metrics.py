@@ -150,7 +150,8 @@ def results_markdown(rows: dict[str, list[float]], num_classes: int = 21, title:
                      "the mean and of the diff.")
         for method, names in absent.items():
             if names:
-                lines.append(f"- {method}: mean over the {num_classes - len(names)} classes present "
+                count = num_classes - len(names)
+                lines.append(f"- {method}: mean over the {count} classes present "
                              f"(absent: {', '.join(names)}).")
         if paper:
             lines.append("")

@@ -24,9 +24,10 @@ def _list(root: Path, split: str) -> list[str]:
 def write_annotation(root: Path, image_id: str, class_mask: np.ndarray,
                      instance_mask: np.ndarray, categories: list[int]) -> None:
     """cls/<id>.mat and inst/<id>.mat in SBD's structure (MATLAB v5, as SBD ships them)."""
+    present = np.unique(class_mask[class_mask > 0]).astype(np.uint8)
     for kind, struct in (
         ("cls", {"GTcls": {"Segmentation": np.asarray(class_mask, np.uint8),
-                           "CategoriesPresent": np.unique(class_mask[class_mask > 0]).astype(np.uint8)}}),
+                           "CategoriesPresent": present}}),
         ("inst", {"GTinst": {"Segmentation": np.asarray(instance_mask, np.uint8),
                              "Categories": np.asarray(categories, np.uint8).reshape(-1, 1)}}),
     ):

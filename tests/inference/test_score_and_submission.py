@@ -181,7 +181,8 @@ def test_score_limited_by_an_ids_file_or_a_split(tmp_path, capsys):
     for args, needle in (
         (["--split", "val"], "--split val needs --root"),
         (["--root", str(tmp_path / "data")], "--root is only used with --split"),
-        (["--split", "train", "--root", str(tmp_path / "data")], "split list of --split train not found"),
+        (["--split", "train", "--root", str(tmp_path / "data")],
+         "split list of --split train not found"),
         (["--ids", str(tmp_path / "none.txt")], "--ids file not found"),
     ):
         assert main(["score", "--pred", str(pred), "--gt", str(gt), *args]) == 2
