@@ -143,9 +143,13 @@ def _voc_tree_with_val_predictions(base: Path, seed: int = 1):
     val = ["0001", "0003"]
     (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(val) + "\n")
     (base / "my_pngs").mkdir()
-    for image_id in val:
-        (pred_dir / f"{image_id}.png").rename(base / "my_pngs" / f"{image_id}.png")
-    return [pairs[int(i)] for i in val]
+    val_pairs = []
+    for image_id in val:  # no bottle (5) in val: a class absent from both
+        pred, gt = (np.where(a == 5, 0, a).astype(np.uint8) for a in pairs[int(image_id)])
+        write_index_png(voc / "SegmentationClass" / f"{image_id}.png", gt)
+        write_index_png(base / "my_pngs" / f"{image_id}.png", pred)
+        val_pairs.append((pred, gt))
+    return val_pairs
 
 
 def test_the_readme_score_example_works_as_written(tmp_path, monkeypatch, capsys):
@@ -158,7 +162,11 @@ def test_the_readme_score_example_works_as_written(tmp_path, monkeypatch, capsys
     row = read_results_csv(tmp_path / "my_pngs" / "results.csv")["score"]
     expected = _direct_iou(val_pairs)  # only the two val images
     np.testing.assert_allclose(row[:-1], expected, atol=0.05, equal_nan=True)
-    assert "2 images scored" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 images scored" in out
+    assert np.isnan(expected[5]) and np.sum(np.isnan(expected)) == 1  # bottle only
+    assert "nan: a class in neither the ground truth nor the predictions; the mean is over the " \
+           "other 20 classes" in out
 
 
 def test_score_limited_by_an_ids_file_or_a_split(tmp_path, capsys):

@@ -99,5 +99,9 @@ def score_folders(
     log.info(f"{len(gt_files)} images scored; per-class IoU (%):")
     for name, value in zip(header[1:], row["score"]):
         log.info(f"  {name:<{width}} {value:5.1f}")
+    absent = sum(value != value for value in row["score"][:-1])
+    if absent:
+        log.info(f"nan: a class in neither the ground truth nor the predictions; the mean is over "
+                 f"the other {num_classes - absent} classes")
     log.info(f"written {path}")
     return row
