@@ -15,6 +15,7 @@ Heavy imports (torch, lightning) happen inside each command so `--help` is insta
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -184,24 +185,23 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time (tests and notebooks replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _setup_logging() -> None:
     """The package's INFO messages reach the user as plain lines on stdout."""
-    import logging
-
-    class StdoutHandler(logging.StreamHandler):
-        """Writes to whatever sys.stdout is at the time (tests and notebooks replace it)."""
-
-        @property
-        def stream(self):
-            return sys.stdout
-
-        @stream.setter
-        def stream(self, _value) -> None:
-            pass
-
     package = logging.getLogger("deconvnet")
-    if not any(type(h).__name__ == "StdoutHandler" for h in package.handlers):
-        handler = StdoutHandler()
+    if not any(isinstance(h, _StdoutHandler) for h in package.handlers):
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         package.addHandler(handler)
     package.setLevel(logging.INFO)
@@ -212,7 +212,7 @@ def _setup_logging() -> None:
 _LIGHTNING_NOISE = ("💡 Tip:", "`Trainer(limit_val_batches=1.0)` was configured so 100%")
 
 
-def _drop_lightning_noise(record) -> bool:
+def _drop_lightning_noise(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(_LIGHTNING_NOISE)
 
 
@@ -224,7 +224,6 @@ def _silence_third_party_noise() -> None:
     as a FutureWarning on every fit. Filters work in this process (and in workers that
     re-run the command, as torchrun's and Lightning's DDP launchers do).
     """
-    import logging
     import warnings
 
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):

@@ -24,6 +24,7 @@ from deconvnet.metrics import iou_percent, results_header, write_results_csv
 
 log = logging.getLogger(__name__)
 
+
 def _prediction_root(pred_dir: Path) -> Path:
     """``pred_dir`` itself, or its server-layout subfolder when the PNGs live there."""
     if not any(pred_dir.glob("*.png")):
