@@ -6,7 +6,7 @@
     deconvnet score --pred DIR --gt DIR [--out DIR]
     deconvnet synth --root DIR [--images N] [--seed S]
     deconvnet proposals CONFIG [key=value ...]
-    deconvnet download voc2012|sbd --root DIR
+    deconvnet download voc2012|sbd|edge-model --root DIR
     deconvnet pipeline EXPERIMENT_DIR [--steps a,b] [key=value ...]
 
 Heavy imports (torch, lightning) happen inside each command so `--help` is instant.
@@ -123,9 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longer image side in pixels (default: VOC-like sizes, up to 500)")
     p.set_defaults(handler=_cmd_synth)
 
-    p = sub.add_parser("download", help="download PASCAL VOC 2012 or SBD (needs internet)")
-    p.add_argument("dataset", choices=["voc2012", "sbd"])
-    p.add_argument("--root", required=True, help="data folder (default layout: data/)")
+    p = sub.add_parser("download", help="download PASCAL VOC 2012, SBD or the Structured Edge model (needs internet)")
+    p.add_argument("dataset", choices=["voc2012", "sbd", "edge-model"])
+    p.add_argument("--root", required=True,
+                   help="data folder (default layout: data/; the edge model: data/models)")
     p.set_defaults(handler=_cmd_download)
 
     p = sub.add_parser("pipeline", help="run an experiment folder's steps in order, skipping done ones")
@@ -137,10 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_info_logs() -> None:
+    """The package's INFO messages (example counts, fallbacks) on stderr, once."""
+    import logging
+
+    logger = logging.getLogger("deconvnet")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     from deconvnet.errors import UserError
 
     args = build_parser().parse_args(argv)
+    _show_info_logs()
     try:
         return args.handler(args)
     except UserError as err:

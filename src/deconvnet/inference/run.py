@@ -24,7 +24,12 @@ from deconvnet.inference.crf import crf_params
 from deconvnet.inference.ensemble import EnsembleEvaluator
 from deconvnet.inference.instance import AGGREGATIONS
 from deconvnet.inference.outputs import EvalOutputs, ScoreCache
-from deconvnet.inference.predictor import ENSEMBLES, EnsemblePredictor, with_normalizer
+from deconvnet.inference.predictor import (
+    ENSEMBLES,
+    EnsemblePredictor,
+    predictor_window_params,
+    with_normalizer,
+)
 from deconvnet.metrics import read_results_csv
 from deconvnet.training.run import hardware_kwargs
 
@@ -132,7 +137,7 @@ def build_evaluator(cfg: DictConfig, has_labels: bool) -> EnsembleEvaluator:
         input_size=int(deconv_model.get("input_size", cfg.model.input_size)),
         num_proposals=int(ev.num_proposals), aggregation=str(ev.aggregation),
         ensemble=str(ev.ensemble), proposal_batch_size=int(ev.proposal_batch_size),
-        window_square=bool(ev.window_square),
+        **predictor_window_params(cfg.data),
     )
     return EnsembleEvaluator(predictor, proposals=proposals, **common)
 
