@@ -326,3 +326,75 @@ def test_proposals_for_an_arbitrary_image(synthetic_voc, tmp_path):
     boxes = proposals_for_image(cfg, image)
     assert 0 < len(boxes) <= 50
     assert np.all(1.2 * np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= 50)
+
+
+# ---------------------------------------------------------------- edges: the model or the fallback
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    monkeypatch.setattr(generators, "_warned_no_edge_model", set())
+
+
+def _root_with_voc(synthetic_voc: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "VOCdevkit").symlink_to(synthetic_voc / "VOCdevkit")
+    return root
+
+
+def test_missing_edge_model_falls_back_with_one_warning(synthetic_voc, tmp_path, caplog, fresh_warnings):
+    root = _root_with_voc(synthetic_voc, tmp_path)
+    cfg = make_cfg(root, tmp_path / "cache", "data.proposals.method=edgeboxes")
+    assert cfg.data.proposals.edge_model == "auto"
+    with caplog.at_level(logging.WARNING, logger="deconvnet"):
+        first = generators.build_generator(cfg)
+        generators.build_generator(cfg)
+        source = generators.edge_source(cfg)
+    warnings = [r for r in caplog.records if "Structured Edge model" in r.getMessage()]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert str(root / "models" / "model.yml.gz") in message
+    assert f"deconvnet download edge-model --root {root / 'models'}" in message
+    assert isinstance(first, generators.EdgeBoxes) and first.edge_model is None
+    assert source.startswith("EdgeBoxes on gradient edges")
+    # the cache records the edges the boxes came from
+    _, path = ensure_proposals(cfg, "val")
+    with np.load(path) as data:
+        meta = json.loads(str(data["meta"]))
+    assert meta["parameters"]["edges"].startswith("gradient edges")
+
+    caplog.clear()
+    quiet = make_cfg(root, tmp_path / "cache", "data.proposals.method=edgeboxes", "data.proposals.edge_model=null")
+    with caplog.at_level(logging.WARNING, logger="deconvnet"):
+        assert generators.build_generator(quiet).edge_model is None
+    assert not caplog.records  # null: the fallback by choice, no warning
+
+    other = make_cfg(root, tmp_path / "cache", "data.proposals.method=edgeboxes",
+                     "data.proposals.edge_fallback=selective_search")
+    assert isinstance(generators.build_generator(other), generators.SelectiveSearch)
+    assert generators.edge_source(other).startswith("selective search (fallback")
+    with pytest.raises(UserError, match="edge_fallback"):
+        generators.build_generator(make_cfg(root, tmp_path, "data.proposals.method=edgeboxes",
+                                            "data.proposals.edge_model=null", "data.proposals.edge_fallback=canny"))
+
+
+def test_edge_model_in_the_data_root_is_used(synthetic_voc, tmp_path, caplog, fresh_warnings, write_edge_model):
+    root = _root_with_voc(synthetic_voc, tmp_path)
+    model = write_edge_model(root / "models" / "model.yml.gz")
+    cfg = make_cfg(root, tmp_path / "cache", "data.proposals.method=edgeboxes")
+    with caplog.at_level(logging.WARNING, logger="deconvnet"):
+        generator = generators.build_generator(cfg)
+    assert not caplog.records
+    assert generator.edge_model == str(model)
+    assert generator.parameters()["edges"].startswith("structured edges (model.yml.gz")
+    assert generators.edge_source(cfg).startswith("EdgeBoxes on structured edges")
+    image, _ = _rectangle_image()
+    boxes, scores = generator.propose_image(image)  # the tiny forest finds no edges: no boxes
+    assert boxes.shape == (0, 4) and scores.shape == (0,)
+    # a model file OpenCV cannot load is a user error naming the file
+    bad = tmp_path / "bad" / "model.yml.gz"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a model")
+    with pytest.raises(UserError, match="bad/model.yml.gz.*download edge-model"):
+        generators.EdgeBoxes(edge_model=str(bad)).propose_image(image)
