@@ -98,9 +98,24 @@ def _eval_logger(cfg: DictConfig, output_dir: Path):
     return WandbLogger(
         name=str(cfg.name), project=str(cfg.logger.project), entity=cfg.logger.entity,
         save_dir=str(output_dir), id=run_id_for(output_dir, resuming=False), mode=mode,
-        tags=list(cfg.logger.tags), config={**to_dict(cfg), "git_revision": git_revision()},
+        tags=list(cfg.logger.tags),
+        config={**to_dict(cfg), "git_revision": git_revision(), "proposal_source": _proposal_source(cfg)},
         job_type="eval", log_model=False,
     )
+
+
+def _proposal_source(cfg: DictConfig) -> str | None:
+    """Which proposals (and, for EdgeBoxes, which edges) DeconvNet's windows come from."""
+    if not cfg.eval.deconvnet_checkpoint:
+        return None
+    from deconvnet.data.proposals.generators import edge_source
+
+    return edge_source(cfg)
+
+
+def _proposal_note(cfg: DictConfig) -> str:
+    source = _proposal_source(cfg)
+    return f"; DeconvNet proposals: {source}" if source else ""
 
 
 def build_evaluator(cfg: DictConfig, has_labels: bool) -> EnsembleEvaluator:
@@ -114,7 +129,7 @@ def build_evaluator(cfg: DictConfig, has_labels: bool) -> EnsembleEvaluator:
         write_predictions=bool(ev.write_predictions) or not has_labels,
         overlays=int(cfg.logger.log_images),
         probabilities_dir=cache_dir if ev.save_probabilities else None,
-        title=f"{cfg.name}: per-class IoU (%) on {cfg.data.root} split '{ev.split}'",
+        title=f"{cfg.name}: per-class IoU (%) on {cfg.data.root} split '{ev.split}'" + _proposal_note(cfg),
     )
     common = dict(num_classes=int(cfg.model.num_classes), crf=crf, crf_workers=int(cfg.crf.workers),
                   outputs=outputs, has_labels=has_labels)
