@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="experiment folder, e.g. experiments/table1")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides for every step")
     p.add_argument("--steps", default=None,
-                   help="comma-separated subset: data,proposals,stage1,stage2,fcn8s,eval,test")
+                   help="comma-separated subset: data,proposals,stage1,stage2,fcn8s,eval,"
+                        "stage1_trainval,stage2_trainval,fcn8s_trainval,test")
     p.set_defaults(handler=_cmd_pipeline)
     return parser
 
