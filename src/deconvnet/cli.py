@@ -140,12 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show_info_logs() -> None:
-    """The package's INFO messages (example counts, fallbacks) on stderr, once."""
+    """The package's INFO messages (example counts, fallbacks) on stderr, once per process."""
     import logging
 
+    class CurrentStderr(logging.StreamHandler):
+        """Writes to whatever sys.stderr is now (it may be replaced after setup)."""
+
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value) -> None:
+            pass
+
     logger = logging.getLogger("deconvnet")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
+    if not any(type(h).__name__ == "CurrentStderr" for h in logger.handlers):
+        handler = CurrentStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import types
 
@@ -348,3 +349,15 @@ def test_window_size_below_crop_size_is_refused(train_reader, train_index):
 
     with pytest.raises(UserError, match="data.window_size"):
         Stage1Dataset(train_reader, train_index, window_size=200, crop_size=224)
+
+
+def test_setup_logs_the_examples_per_stage_and_class(caplog):
+    reader = _ElongatedReader(ELONGATED)
+    proposals = {f"img{i}": np.array([scene[0][1]], np.float32) for i, scene in enumerate(ELONGATED)}
+    with caplog.at_level(logging.INFO, logger="deconvnet"):
+        Stage1Dataset(reader, balance=True)
+        Stage2Dataset(reader, proposals, balance=True, include_stage1=True)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "stage 1, split train: 4 examples (person 2, train 2)" in messages
+    assert "stage 2, split train: proposal windows 4 examples (person 2, train 2); 3 before balancing" in messages
+    assert "stage 2, split train: stage-1 windows 4 examples (person 2, train 2)" in messages

@@ -285,13 +285,14 @@ class Stage2Dataset(WindowDataset):
                 "proposals (data.proposals.*), lower the threshold, or set data.stage2_include_stage1=true"
             )
         proposal_part = balance_classes(self.proposal_table, seed) if balance else self.proposal_table
-        nothing = self.proposal_table.take(np.zeros(0, np.int64))
-        self.stage1_table = stage1_examples(self.index, context_scale, square) if include_stage1 else nothing
+        self.stage1_table = (stage1_examples(self.index, context_scale, square) if include_stage1
+                             else self.proposal_table.take(np.zeros(0, np.int64)))
         if include_stage1 and len(self.stage1_table) == 0:
             raise _no_examples(reader, "stage-2 examples")
-        stage1_part = balance_classes(self.stage1_table, seed) if balance and include_stage1 else self.stage1_table
+        stage1_part = balance_classes(self.stage1_table, seed) if balance else self.stage1_table
         if train:
-            log.info("stage 2, split %s: proposal windows %s", reader.split, class_summary(proposal_part))
+            log.info("stage 2, split %s: proposal windows %s; %d before balancing", reader.split,
+                     class_summary(proposal_part), len(self.proposal_table))
             if include_stage1:
                 log.info("stage 2, split %s: stage-1 windows %s", reader.split, class_summary(stage1_part))
         super().__init__(reader, ExampleTable.concat(stage1_part, proposal_part), train, window_size, crop_size)

@@ -394,7 +394,7 @@ def edge_source(cfg) -> str:
         return "selective search (fallback: no Structured Edge model for EdgeBoxes)"
     if method == "file":
         extended = " (extended windows)" if bool(pcfg.extended) else ""
-        return f"boxes from {pcfg.file}{extended}"
+        return f"boxes from {Path(str(pcfg.file)).name}{extended}"
     if method == "ground_truth":
         return "ground-truth boxes (oracle, not a proposal method)"
     return method.replace("_", " ")

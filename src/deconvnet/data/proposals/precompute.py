@@ -94,7 +94,7 @@ def ensure_proposals(cfg, split: str, reader=None) -> tuple[dict[str, np.ndarray
 
 def load_proposals(cfg, split: str, reader=None) -> dict[str, np.ndarray]:
     """{image id: float32 K x 4 [x1, y1, x2, y2]} for every image of ``split``: best score
-    first, inside the image, min side >= data.proposals.min_size, at most data.proposals.top_k
+    first, inside the image, window side >= data.proposals.min_size, at most data.proposals.top_k
     (K may be 0). ``reader``: an already opened VOCSegmentationIndex of that split."""
     return ensure_proposals(cfg, split, reader)[0]
 
