@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from deconvnet.data.classes import IGNORE_INDEX
+from deconvnet.errors import UserError
 
 # ---------------------------------------------------------------------------- box helpers
 
@@ -82,7 +83,7 @@ def clip_boxes(boxes, width: int, height: int) -> np.ndarray:
 
 
 def make_windows(boxes, context_scale: float = 1.2, square: bool = True) -> np.ndarray:
-    """THE window rule, for stage 1, stage 2 and inference alike (PAPER.md, "Training data").
+    """The window rule, for stage 1, stage 2 and inference alike (PAPER.md, "Training data").
 
     Each box (a ground-truth instance's tight box or a proposal) is enlarged ``context_scale``
     times about its centre to take in local context, then, when ``square``, grown to the
@@ -100,6 +101,8 @@ def window_params(data_cfg, proposals: bool = False) -> dict:
     """``make_windows`` keyword arguments from ``cfg.data``: ``data.context_scale`` and
     ``data.square_windows``; for proposal boxes, no enlargement when
     ``data.proposals.extended`` says they are windows already."""
+    if not float(data_cfg.context_scale) > 0:
+        raise UserError(f"data.context_scale must be > 0 (the paper: 1.2), got {data_cfg.context_scale}")
     extended = proposals and bool(data_cfg.proposals.extended)
     return {"context_scale": 1.0 if extended else float(data_cfg.context_scale),
             "square": bool(data_cfg.square_windows)}

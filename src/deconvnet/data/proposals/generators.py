@@ -164,7 +164,6 @@ class EdgeBoxes(ProposalGenerator):
         return "gradient edges (in-process fallback, no Structured Edge model)"
 
     def _edges(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-
         if self.edge_model is None:
             from deconvnet.data.proposals.edges import edge_map
 
