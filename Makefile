@@ -36,9 +36,10 @@ lint: $(STAMP)  ## ruff check
 	$(VENV)/bin/ruff check src tests benchmarks
 
 DATA ?= data
-data: $(STAMP)  ## download PASCAL VOC 2012 and SBD into DATA (default data/)
+data: $(STAMP)  ## download PASCAL VOC 2012, SBD and the Structured Edge model into DATA (default data/)
 	$(VENV)/bin/deconvnet download voc2012 --root $(DATA)
 	$(VENV)/bin/deconvnet download sbd --root $(DATA)
+	$(VENV)/bin/deconvnet download edge-model --root $(DATA)/models
 
 train-stage1: $(STAMP)  ## DeconvNet stage 1 of EXP (default experiments/table1; ARGS=key=value overrides)
 	$(VENV)/bin/deconvnet train $(EXP)/stage1.yaml $(ARGS)

@@ -6,7 +6,7 @@
     deconvnet score --pred DIR --gt DIR [--split NAME --root DIR | --ids FILE] [--out DIR]
     deconvnet synth --root DIR [--images N] [--seed S]
     deconvnet proposals CONFIG [key=value ...]
-    deconvnet download voc2012|sbd --root DIR
+    deconvnet download voc2012|sbd|edge-model --root DIR
     deconvnet pipeline EXPERIMENT_DIR [--steps a,b] [key=value ...]   (options go anywhere)
 
 Heavy imports (torch, lightning) happen inside each command so `--help` is instant.
@@ -157,16 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longer image side in pixels (default: VOC-like sizes, up to 500)")
     p.set_defaults(handler=_cmd_synth)
 
-    p = sub.add_parser("download", help="download PASCAL VOC 2012 or SBD (needs internet)")
-    p.add_argument("dataset", choices=["voc2012", "sbd"])
-    p.add_argument("--root", required=True, help="data folder (default layout: data/)")
+    p = sub.add_parser("download", help="download PASCAL VOC 2012, SBD or the Structured Edge model (needs internet)")
+    p.add_argument("dataset", choices=["voc2012", "sbd", "edge-model"])
+    p.add_argument("--root", required=True,
+                   help="data folder (default layout: data/; the edge model: data/models)")
     p.set_defaults(handler=_cmd_download)
 
     p = sub.add_parser("pipeline", help="run an experiment folder's steps in order, skipping done ones")
     p.add_argument("experiment", help="experiment folder, e.g. experiments/table1")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides for every step")
     p.add_argument("--steps", default=None,
-                   help="comma-separated subset: data,proposals,stage1,stage2,fcn8s,eval,test")
+                   help="comma-separated subset: data,proposals,stage1,stage2,fcn8s,eval,"
+                        "stage1_trainval,stage2_trainval,fcn8s_trainval,test")
     p.set_defaults(handler=_cmd_pipeline)
     return parser
 

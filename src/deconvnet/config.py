@@ -55,10 +55,20 @@ class ModelConfig:
 class ProposalConfig:
     # edgeboxes | selective_search | file | ground_truth (oracle boxes from the annotations)
     method: str = "edgeboxes"
-    top_k: int = 50  # proposals kept per image, by score
-    min_size: int = 112  # boxes with min(w, h) below this are dropped (official scripts)
+    top_k: int = 50  # proposals kept per image, by score (evaluation)
+    train_top_k: int = 50  # stage 2: the top proposals of each training image that are candidates
+    min_size: int = 112  # proposals whose window (or box) has min(w, h) below this are dropped
+    min_size_on: str = "window"  # window (the extended box: official scripts) | box (the raw box)
+    # true: the boxes are already extended windows (the official cached EdgeBoxes), so the
+    # window rule does not enlarge them again (it still squares them, a no-op on squares)
+    extended: bool = False
     max_candidates: int = 2000  # EdgeBoxes' maxBoxes before filtering
-    edge_model: str | None = None  # structured-edge model.yml.gz; None: edge map computed in-process
+    # Structured Edge model for EdgeBoxes (the paper's edges): auto (${data.root}/models/
+    # model.yml.gz when it exists, else `edge_fallback` with one warning) | a path | null
+    # (no model: `edge_fallback` without a warning)
+    edge_model: str | None = "auto"
+    # without a model file: gradient (EdgeBoxes on in-process gradient edges) | selective_search
+    edge_fallback: str = "gradient"
     file: str | None = None  # method=file: precomputed boxes
     cache_dir: str = "${data.root}/proposals"
     workers: int = 0  # processes for precomputation; 0: all cores
@@ -74,9 +84,13 @@ class DataConfig:
     val_split: str = "val"
     window_size: int = 250  # windows are resized to this ...
     crop_size: int = 224  # ... then randomly cropped to this for training
-    box_scale: float = 1.2  # stage 1: the tight instance box is enlarged by this factor
-    balance_classes: bool = True  # stage 1: duplicate examples so every class is equally frequent
-    iou_threshold: float = 0.5  # stage 2: proposal windows kept if IoU with a GT box >= this
+    # the window rule (stage 1, stage 2, inference): box x context_scale about its centre ...
+    context_scale: float = 1.2
+    square_windows: bool = True  # ... then the smallest square holding it (the object keeps its aspect)
+    balance_classes: bool = True  # duplicate examples so every class is equally frequent (both stages)
+    iou_threshold: float = 0.5  # stage 2: proposals kept if IoU(proposal box, a GT box) >= this
+    # stage 2: false (paper) = proposal windows only; true = the stage-1 examples plus them (seed)
+    stage2_include_stage1: bool = False
     max_image_size: int | None = None  # whole images: longer side capped (None: original size)
     batch_size: int = 64  # global batch, split across devices (and accumulated if needed)
     per_device_batch_size: int | None = None  # None: batch_size / devices, no accumulation
@@ -92,6 +106,9 @@ class OptimConfig:
     weight_decay: float = 0.0005
     bias_lr_factor: float = 2.0  # Caffe's lr_mult 2 on biases
     bias_weight_decay: float = 0.0  # Caffe's decay_mult 0 on biases
+    # BatchNorm scale/shift decay; null: optim.weight_decay, as Caffe (the official BN layers
+    # declare no decay_mult, so they get 1); 0: not decayed (common PyTorch practice)
+    bn_weight_decay: float | None = None
     loss_normalization: str = "valid"  # valid (mean over non-void pixels) | sum (FCN reference)
 
 
@@ -150,9 +167,6 @@ class EvalConfig:
     aggregation: str = "max"  # max (eq. 1, official) | sum (eq. 2)
     ensemble: str = "mean"  # mean of probabilities (paper) | product of scores (official code)
     proposal_batch_size: int = 64  # windows per DeconvNet forward
-    # proposals squared around their centre, as the stage-2 training windows are; false: the
-    # raw box, resized to the input with its aspect ratio distorted
-    window_square: bool = True
     save_probabilities: bool = False  # cache probability maps to re-run the CRF alone
     probabilities_dir: str | None = None  # CRF-only evaluation from a cache written earlier
     write_predictions: bool = False  # label PNGs per method (always on for split=test)

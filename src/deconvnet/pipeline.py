@@ -10,7 +10,10 @@ An experiment folder holds `stage1.yaml`, `stage2.yaml`, `fcn8s.yaml` and `eval.
 3. stage1, stage2, fcn8s: trained; a step whose `checkpoints/final.ckpt` exists is
    skipped, an interrupted one resumes from its last checkpoint (resume=auto);
 4. eval: the ensemble evaluation on val (skipped when its results.csv exists);
-5. test: the server archive, when `test.yaml` exists and the test split is present.
+5. stage1_trainval, stage2_trainval, fcn8s_trainval (when the folder has them and
+   `test.yaml`): the networks for the server, trained on trainval_aug as the paper's
+   submission; skipped while the test split is absent;
+6. test: the server archive, when `test.yaml` exists and the test split is present.
 
 The overrides apply to every step (for example `data.root=data/synthetic`), so every
 step reads the same data. Under DDP, run it with the same launcher as a single step.
@@ -29,6 +32,7 @@ from deconvnet.config import load_config
 from deconvnet.errors import UserError
 
 TRAIN_STEPS = ("stage1", "stage2", "fcn8s")
+SERVER_TRAIN_STEPS = ("stage1_trainval", "stage2_trainval", "fcn8s_trainval")  # optional
 
 
 @dataclass
@@ -74,6 +78,11 @@ def _test_split_present(cfg: DictConfig) -> bool:
     return (lists / f"{cfg.eval.split}.txt").is_file()
 
 
+def _server_split_present(cfg: DictConfig) -> bool:
+    lists = Path(cfg.data.root) / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    return (lists / "test.txt").is_file()
+
+
 def plan(exp_dir: str | Path) -> list[Step]:
     """The steps of an experiment folder, in the order they run."""
     exp = Path(exp_dir)
@@ -93,6 +102,9 @@ def plan(exp_dir: str | Path) -> list[Step]:
     steps.append(Step("eval", exp / "eval.yaml",
                       lambda c: (Path(c.output_dir) / "results.csv").is_file(), _evaluate))
     if (exp / "test.yaml").is_file():
+        steps += [Step(n, exp / f"{n}.yaml",
+                       lambda c: not _server_split_present(c) or _final_checkpoint(c).is_file(), _train)
+                  for n in SERVER_TRAIN_STEPS if (exp / f"{n}.yaml").is_file()]
         steps.append(Step("test", exp / "test.yaml",
                           lambda c: not _test_split_present(c)
                           or any(Path(c.output_dir).glob("*.tar.gz")), _evaluate))

@@ -113,6 +113,20 @@ def test_train_aug_composition(with_sbd):
         assert (index.label(i) == 255).any() and len(index.instances(i)) >= 1
 
 
+def test_trainval_aug_holds_nothing_out(with_sbd):
+    """The test-server training set: VOC trainval + SBD train/val, VOC's masks where VOC has them."""
+    d = with_sbd
+    index = VOCSegmentationIndex(d["root"], "trainval_aug")
+    expected = set(d["train"]) | set(d["val"]) | set(d["sbd_train"]) | set(d["sbd_val"])
+    assert index.ids == sorted(expected)
+    assert len(index) == len(d["train"]) + len(d["val"]) + 3
+    for image_id in d["val"][:2] + d["train"][:2]:  # SBD's blank masks for these must not win
+        i = index.index_of[image_id]
+        assert (index.label(i) == 255).any() and len(index.instances(i)) >= 1
+    i = index.index_of["sbd_000003"]  # an SBD-only id: masks from the .mat files
+    assert np.array_equal(index.label(i), _sbd_masks_from(d["root"], d["sources"]["sbd_000003"])[0])
+
+
 def test_train_aug_without_sbd_says_how_to_get_it(synthetic_voc):
     with pytest.raises(DataError, match="deconvnet download sbd --root") as err:
         VOCSegmentationIndex(synthetic_voc, "train_aug")

@@ -118,7 +118,7 @@ def test_unknown_split_lists_the_available_ones(synthetic_voc):
     with pytest.raises(DataError) as err:
         VOCSegmentationIndex(synthetic_voc, "tain")
     assert "'tain'" in str(err.value)
-    for name in ("train", "val", "trainval", "train_aug"):
+    for name in ("train", "val", "trainval", "train_aug", "trainval_aug"):
         assert name in str(err.value)
 
 

@@ -28,7 +28,7 @@ def test_table1_recipes_are_the_papers():
     assert (s1.optim.bias_lr_factor, s1.optim.bias_weight_decay, s1.optim.loss_normalization) == (2.0, 0.0, "valid")
     assert (s1.schedule.policy, s1.schedule.step_size, s1.schedule.max_steps, s1.schedule.gamma) == (
         "step", 9000, 20000, 0.1)
-    assert (s1.data.batch_size, s1.data.window_size, s1.data.crop_size, s1.data.box_scale) == (64, 250, 224, 1.2)
+    assert (s1.data.batch_size, s1.data.window_size, s1.data.crop_size, s1.data.context_scale) == (64, 250, 224, 1.2)
     assert s1.trainer.precision == "32-true"
 
     s2 = load_config(EXPERIMENTS / "table1/stage2.yaml")

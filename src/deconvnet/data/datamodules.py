@@ -31,6 +31,7 @@ from deconvnet.data.datasets import (
     pad_collate,
 )
 from deconvnet.data.samplers import EvalDistributedSampler, distributed_context
+from deconvnet.data.windows import window_params
 from deconvnet.errors import UserError
 
 
@@ -138,33 +139,46 @@ class Stage1DataModule(_DeconvNetData):
         if self.val_set is None and stage in (None, "fit", "validate"):
             reader = open_split(self.cfg, data.val_split)
             self.val_set = Stage1Dataset(
-                reader, InstanceIndex.build(reader), box_scale=data.box_scale, balance=False,
+                reader, InstanceIndex.build(reader), **window_params(data), balance=False,
                 train=False, window_size=data.window_size, crop_size=data.crop_size)
 
     def _training_set(self, reader, index: InstanceIndex) -> Dataset:
         data = self.cfg.data
-        return Stage1Dataset(reader, index, box_scale=data.box_scale, balance=data.balance_classes,
+        return Stage1Dataset(reader, index, **window_params(data), balance=data.balance_classes,
                              train=True, window_size=data.window_size, crop_size=data.crop_size,
                              seed=int(self.cfg.seed))
 
 
+def training_proposal_config(cfg):
+    """``cfg`` with data.proposals.top_k = data.proposals.train_top_k: the proposal cache
+    stage 2 reads (the same file as evaluation's when the two numbers agree)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(cfg, {"data": {"proposals": {"top_k": int(cfg.data.proposals.train_top_k)}}})
+
+
 class Stage2DataModule(Stage1DataModule):
-    """Stage 2: the stage-1 examples plus square proposal windows of cfg.data.train_split whose
-    IoU with a ground-truth box >= cfg.data.iou_threshold. Proposals are computed and cached
-    in ``prepare_data`` (once per node), then read in ``setup``."""
+    """Stage 2: windows of the top data.proposals.train_top_k proposals of each image of
+    cfg.data.train_split whose box has IoU >= cfg.data.iou_threshold with a ground-truth box
+    (plus the stage-1 examples with data.stage2_include_stage1). Proposals are computed and
+    cached in ``prepare_data`` (once per node), then read in ``setup``. Validation: the
+    stage-1 windows of cfg.data.val_split, as in stage 1."""
 
     def prepare_data(self) -> None:
         from deconvnet.data.proposals import ensure_proposals
 
-        ensure_proposals(self.cfg, self.cfg.data.train_split)
+        ensure_proposals(training_proposal_config(self.cfg), self.cfg.data.train_split)
 
     def _training_set(self, reader, index: InstanceIndex) -> Dataset:
         from deconvnet.data.proposals import load_proposals
 
         data = self.cfg.data
-        proposals = load_proposals(self.cfg, data.train_split, reader=reader)
+        proposals = load_proposals(training_proposal_config(self.cfg), data.train_split, reader=reader)
         return Stage2Dataset(reader, proposals, index, iou_threshold=data.iou_threshold,
-                             box_scale=data.box_scale, balance=data.balance_classes, train=True,
+                             **window_params(data), balance=data.balance_classes,
+                             include_stage1=data.stage2_include_stage1,
+                             top_k=int(data.proposals.train_top_k),
+                             extended=bool(data.proposals.extended), train=True,
                              window_size=data.window_size, crop_size=data.crop_size,
                              seed=int(self.cfg.seed))
 

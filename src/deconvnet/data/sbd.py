@@ -8,7 +8,7 @@ The archive ``benchmark.tgz`` unpacks to ``benchmark_RELEASE/dataset`` with
     img/<id>.jpg    the images (the same files as VOC's JPEGImages)
     train.txt, val.txt
 
-SBD has no void label. Together with VOC it makes the ``train_aug`` split
+SBD has no void label. Together with VOC it makes the ``train_aug`` and ``trainval_aug`` splits
 (see :mod:`deconvnet.data.voc`).
 """
 

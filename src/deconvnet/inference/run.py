@@ -24,7 +24,12 @@ from deconvnet.inference.crf import crf_params
 from deconvnet.inference.ensemble import EnsembleEvaluator
 from deconvnet.inference.instance import AGGREGATIONS
 from deconvnet.inference.outputs import EvalOutputs, ScoreCache
-from deconvnet.inference.predictor import ENSEMBLES, EnsemblePredictor, with_normalizer
+from deconvnet.inference.predictor import (
+    ENSEMBLES,
+    EnsemblePredictor,
+    predictor_window_params,
+    with_normalizer,
+)
 from deconvnet.metrics import read_results_csv
 from deconvnet.training.run import hardware_kwargs
 
@@ -93,9 +98,24 @@ def _eval_logger(cfg: DictConfig, output_dir: Path):
     return WandbLogger(
         name=str(cfg.name), project=str(cfg.logger.project), entity=cfg.logger.entity,
         save_dir=str(output_dir), id=run_id_for(output_dir, resuming=False), mode=mode,
-        tags=list(cfg.logger.tags), config={**to_dict(cfg), "git_revision": git_revision()},
+        tags=list(cfg.logger.tags),
+        config={**to_dict(cfg), "git_revision": git_revision(), "proposal_source": _proposal_source(cfg)},
         job_type="eval", log_model=False,
     )
+
+
+def _proposal_source(cfg: DictConfig) -> str | None:
+    """Which proposals (and, for EdgeBoxes, which edges) DeconvNet's windows come from."""
+    if not cfg.eval.deconvnet_checkpoint:
+        return None
+    from deconvnet.data.proposals.generators import edge_source
+
+    return edge_source(cfg)
+
+
+def _proposal_note(cfg: DictConfig) -> str:
+    source = _proposal_source(cfg)
+    return f"; DeconvNet proposals: {source}" if source else ""
 
 
 def build_evaluator(cfg: DictConfig, has_labels: bool) -> EnsembleEvaluator:
@@ -109,7 +129,7 @@ def build_evaluator(cfg: DictConfig, has_labels: bool) -> EnsembleEvaluator:
         write_predictions=bool(ev.write_predictions) or not has_labels,
         overlays=int(cfg.logger.log_images),
         probabilities_dir=cache_dir if ev.save_probabilities else None,
-        title=f"{cfg.name}: per-class IoU (%) on {cfg.data.root} split '{ev.split}'",
+        title=f"{cfg.name}: per-class IoU (%) on {cfg.data.root} split '{ev.split}'" + _proposal_note(cfg),
     )
     common = dict(num_classes=int(cfg.model.num_classes), crf=crf, crf_workers=int(cfg.crf.workers),
                   outputs=outputs, has_labels=has_labels)
@@ -132,7 +152,7 @@ def build_evaluator(cfg: DictConfig, has_labels: bool) -> EnsembleEvaluator:
         input_size=int(deconv_model.get("input_size", cfg.model.input_size)),
         num_proposals=int(ev.num_proposals), aggregation=str(ev.aggregation),
         ensemble=str(ev.ensemble), proposal_batch_size=int(ev.proposal_batch_size),
-        window_square=bool(ev.window_square),
+        **predictor_window_params(cfg.data),
     )
     return EnsembleEvaluator(predictor, proposals=proposals, **common)
 

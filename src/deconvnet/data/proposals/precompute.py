@@ -25,13 +25,14 @@ log = logging.getLogger(__name__)
 def proposal_parameters(cfg, generator) -> dict:
     """The cache record: the common filtering rules and the generator's own parameters."""
     pcfg = cfg.data.proposals
-    return {"top_k": int(pcfg.top_k), "min_size": float(pcfg.min_size), **generator.parameters()}
+    return {"top_k": int(pcfg.top_k), "min_size": float(pcfg.min_size), **generator.selection(),
+            **generator.parameters()}
 
 
 def _one_image(reader, generator, i: int, min_size: float, top_k: int) -> np.ndarray:
     boxes, scores = generator.propose(reader, i)
     height, width = reader.sizes[i]
-    return generators.finalize(boxes, scores, width, height, min_size, top_k)
+    return generator.finalize(boxes, scores, width, height, min_size, top_k)
 
 
 # Worker-process state, set once per process by the pool initializer.
@@ -93,7 +94,7 @@ def ensure_proposals(cfg, split: str, reader=None) -> tuple[dict[str, np.ndarray
 
 def load_proposals(cfg, split: str, reader=None) -> dict[str, np.ndarray]:
     """{image id: float32 K x 4 [x1, y1, x2, y2]} for every image of ``split``: best score
-    first, inside the image, min side >= data.proposals.min_size, at most data.proposals.top_k
+    first, inside the image, window side >= data.proposals.min_size, at most data.proposals.top_k
     (K may be 0). ``reader``: an already opened VOCSegmentationIndex of that split."""
     return ensure_proposals(cfg, split, reader)[0]
 
@@ -121,4 +122,4 @@ def proposals_for_image(cfg, image: np.ndarray) -> np.ndarray:
     generator = generators.build_generator(cfg)
     boxes, scores = generator.propose_image(image)
     pcfg = cfg.data.proposals
-    return generators.finalize(boxes, scores, image.shape[1], image.shape[0], float(pcfg.min_size), int(pcfg.top_k))
+    return generator.finalize(boxes, scores, image.shape[1], image.shape[0], float(pcfg.min_size), int(pcfg.top_k))
