@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from deconvnet.data.classes import IGNORE_INDEX, NUM_CLASSES
+from deconvnet.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from deconvnet.data.transforms import SeededTransform, to_tensors, training_augmentation
 from deconvnet.data.windows import box_iou, cut_window, make_windows
 from deconvnet.errors import DataError, UserError
