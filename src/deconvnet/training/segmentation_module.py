@@ -27,7 +27,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from deconvnet.config import to_dict
-from deconvnet.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+from deconvnet.data.classes import IGNORE_INDEX, class_names
 from deconvnet.metrics import mean_iou, per_class_iou, pixel_accuracy
 from deconvnet.models import InputNormalizer
 from deconvnet.training.losses import segmentation_loss
@@ -37,10 +37,6 @@ from deconvnet.training.optim import (
     build_step_scheduler,
 )
 from deconvnet.training.wandb_logger import log_segmentation_samples
-
-
-def class_names(num_classes: int) -> list[str]:
-    return list(VOC_CLASSES) if num_classes == NUM_CLASSES else [f"class_{i}" for i in range(num_classes)]
 
 
 class SegmentationModule(pl.LightningModule):
