@@ -49,9 +49,8 @@ train-stage2: $(STAMP)  ## DeconvNet stage 2 of EXP, from the stage-1 final chec
 train-fcn: $(STAMP)  ## FCN-8s of EXP on whole images
 	$(VENV)/bin/deconvnet train $(EXP)/fcn8s.yaml $(ARGS)
 
-DEMO_DATA ?= data/synthetic
 demo: $(STAMP)  ## the whole pipeline on a synthetic VOC set, on CPU (resumable)
-	@test -d $(DEMO_DATA)/VOCdevkit || $(VENV)/bin/deconvnet synth --root $(DEMO_DATA) --images 240 --size 160
+	@# the synthetic set is part of the recipe (experiments/demo/data.yaml): made when missing
 	$(VENV)/bin/deconvnet pipeline experiments/demo $(ARGS)
 
 table1: $(STAMP)  ## the paper's recipe end to end: data check, proposals, stage 1, stage 2, FCN-8s, eval, test archive

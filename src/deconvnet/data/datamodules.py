@@ -78,9 +78,12 @@ def batch_plan(global_batch: int, world_size: int, per_device: int | None = None
 
 
 def open_split(cfg, split: str):
-    """The reader of one split of cfg.data.root (checks lists, files and sizes once)."""
+    """The reader of one split of cfg.data.root (checks lists, files and sizes once); a
+    recipe's synthetic set (cfg.data.synthetic) is made first when missing."""
+    from deconvnet.data.synthetic import ensure_synthetic
     from deconvnet.data.voc import VOCSegmentationIndex
 
+    ensure_synthetic(cfg)
     return VOCSegmentationIndex(cfg.data.root, split)
 
 

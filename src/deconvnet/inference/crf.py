@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from deconvnet.runtime.children import die_with_parent
+
 # probabilities are clipped here before -log: a zero probability would give an infinite unary
 MIN_PROBABILITY = 1e-8
 
@@ -128,9 +130,11 @@ class CRFPool:
         self.params = params
         self.workers = workers if workers > 0 else default_workers()
         self.max_pending = max_pending or 2 * self.workers
-        # spawn: the parent may hold CUDA contexts and threads that must not be forked
+        # spawn: the parent may hold CUDA contexts and threads that must not be forked;
+        # die_with_parent: no orphaned CRF worker after a kill -9 of the evaluation
         self._executor = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=die_with_parent, initargs=(os.getpid(),),
         )
         self._pending: deque[tuple[Hashable, Future]] = deque()
         self._finished: deque[tuple[Hashable, np.ndarray]] = deque()

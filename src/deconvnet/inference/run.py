@@ -25,6 +25,7 @@ from deconvnet.inference.ensemble import EnsembleEvaluator
 from deconvnet.inference.outputs import EvalOutputs, ScoreCache
 from deconvnet.inference.predictor import EnsemblePredictor, with_normalizer
 from deconvnet.metrics import read_results_csv
+from deconvnet.runtime.folders import ensure_writable
 from deconvnet.training.run import hardware_kwargs
 
 
@@ -139,7 +140,7 @@ def evaluate(cfg: DictConfig) -> dict[str, list[float]]:
     from deconvnet.training.wandb_logger import finish_run
 
     _check_eval_config(cfg)
-    output_dir = Path(cfg.output_dir)
+    output_dir = ensure_writable(cfg.output_dir, "output_dir")  # before any work
     save_config(cfg, output_dir)
     L.seed_everything(int(cfg.seed), verbose=False)
 

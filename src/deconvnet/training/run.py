@@ -28,6 +28,7 @@ from torch import nn
 from deconvnet.config import ConfigError, check_hardware, save_config
 from deconvnet.data.datamodules import batch_plan, build_datamodule
 from deconvnet.models import build_model
+from deconvnet.runtime.folders import ensure_writable
 from deconvnet.training.callbacks import (
     ImagesPerSecond,
     NonFiniteLossError,
@@ -165,6 +166,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
         )
         return finished
     resume = resume_checkpoint(cfg)
+    ensure_writable(output_dir, "output_dir")  # before any work: read-only, full, /proc/...
     if rank_zero_only.rank == 0:
         save_config(cfg, output_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
