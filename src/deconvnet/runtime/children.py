@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 POLL_SECONDS = 1.0
@@ -43,10 +44,9 @@ def _set_pdeathsig() -> bool:
 
 
 def _watch(parent_pid: int) -> None:
-    stop = threading.Event()
-    while not stop.wait(POLL_SECONDS):
-        if not _parent_alive(parent_pid):
-            os._exit(1)
+    while _parent_alive(parent_pid):
+        time.sleep(POLL_SECONDS)
+    os._exit(1)
 
 
 def die_with_parent(parent_pid: int | None = None) -> None:

@@ -43,6 +43,7 @@ from deconvnet.training.checkpoints import (
     FinalCheckpoint,
     LastCheckpoint,
     checkpoint_dir,
+    check_resumable,
     checkpoint_step,
     find_resume_checkpoint,
     load_weights_into,
@@ -166,6 +167,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
         )
         return finished
     resume = resume_checkpoint(cfg)
+    if resume is not None:
+        check_resumable(resume, cfg.model)
     ensure_writable(output_dir, "output_dir")  # before any work: read-only, full, /proc/...
     if rank_zero_only.rank == 0:
         save_config(cfg, output_dir)
