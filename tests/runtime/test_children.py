@@ -37,18 +37,22 @@ PROPOSAL_POOL = """
                      args=(sleepy.Reader(), sleepy.SleepyGenerator(), 0, 5, 2)).start()
 """
 REPORT = """
+    # wait until both workers run their job (a worker killed while it still starts up would
+    # die of its broken pipe anyway, proving nothing)
     deadline = time.time() + 120
-    while len(active_children()) < 2 and time.time() < deadline:
+    while len(glob.glob("running-*")) < 2 and time.time() < deadline:
         time.sleep(0.05)
     tracker = resource_tracker._resource_tracker._pid
     print(*[p.pid for p in active_children()], *([tracker] if tracker else []), flush=True)
     time.sleep(3600)
 """
 SLEEPY = """
+import os
 import time
 
 
 def forever(*args):
+    open(f"running-{os.getpid()}", "w").close()
     time.sleep(3600)
 
 
@@ -68,14 +72,14 @@ class SleepyGenerator:
         pass
 
     def propose(self, reader, i):
-        time.sleep(3600)
+        forever()
 """
 
 
 def _script(body: str) -> str:
     """A main module that spawn children can import without re-running it."""
     inner = textwrap.indent(textwrap.dedent(body) + textwrap.dedent(REPORT), "    ")
-    return ("import time\nfrom multiprocessing import active_children, resource_tracker\n\n"
+    return ("import glob\nimport time\nfrom multiprocessing import active_children, resource_tracker\n\n"
             "if __name__ == '__main__':\n" + inner)
 
 
