@@ -160,3 +160,14 @@ def test_a_full_disk_met_while_writing_is_one_line_naming_the_file(monkeypatch, 
     assert main(["train", DEMO_STAGE1]) == 2
     line = one_error_line(capsys, "train")
     assert "/big/outputs/demo-eval/results.csv: the disk is full" in line and "run the same command again" in line
+
+
+def test_more_gpus_than_the_machine_has_names_trainer_devices(monkeypatch):
+    from deconvnet.config import ConfigError, load_config
+    from deconvnet.runtime.hardware import check_hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match=r"trainer\.devices=4 but this machine has 2 CUDA GPU\(s\); set trainer\.devices=2"):
+        check_hardware(load_config(None, ["trainer.accelerator=gpu", "trainer.devices=4"]).trainer)
+    check_hardware(load_config(None, ["trainer.accelerator=gpu", "trainer.devices=2"]).trainer)

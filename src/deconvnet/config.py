@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import subprocess
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,7 @@ class ScheduleConfig:
 
 @dataclass
 class TrainerConfig:
-    accelerator: str = choice("auto", ACCELERATORS)  # availability: check_hardware
+    accelerator: str = choice("auto", ACCELERATORS)  # availability: runtime.hardware
     devices: Any = "auto"
     num_nodes: int = at_least(1, 1)
     strategy: str = "auto"  # ddp, ddp_spawn, ...
@@ -338,14 +338,11 @@ def validate(cfg: DictConfig, section: type = None, prefix: str = "") -> None:
         )
 
 
-def _dataclass_of(annotation: Any) -> type | None:
-    """The config section class a field holds (also for ``Section | None``), else None."""
-    names = {cls.__name__: cls for cls in _SECTIONS}
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    for name in str(text).replace(" ", "").split("|"):
-        if name in names:
-            return names[name]
-    return annotation if isinstance(annotation, type) and is_dataclass(annotation) else None
+def _dataclass_of(annotation: str) -> type | None:
+    """The config section a field holds (also for ``Section | None``), else None. Field
+    types are strings here (``from __future__ import annotations``)."""
+    sections = {cls.__name__: cls for cls in _SECTIONS}
+    return sections.get(str(annotation).split("|")[0].strip())
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
@@ -362,34 +359,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"could not resolve interpolations in {path}: {err}") from None
     validate(cfg)
     return cfg
-
-
-def check_hardware(trainer_cfg: DictConfig) -> None:
-    """Refuse an accelerator (or more devices) than this machine has, with the fix: Lightning
-    would stop later with a traceback. Imports torch, so it runs where a run starts."""
-    accelerator = str(trainer_cfg.accelerator)
-    if accelerator not in ("gpu", "cuda", "mps"):
-        return
-    import torch
-
-    on_cpu = ("run on the CPU instead with trainer.accelerator=cpu trainer.devices=1 (for example "
-              "`make train-stage1 ARGS=\"trainer.accelerator=cpu trainer.devices=1\"`)")
-    if accelerator == "mps":
-        if not torch.backends.mps.is_available():
-            raise ConfigError(f"trainer.accelerator=mps but this machine has no Apple GPU; {on_cpu}")
-        return
-    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if available == 0:
-        raise ConfigError(
-            f"trainer.accelerator={accelerator} but this machine has no CUDA GPU "
-            f"(torch.cuda.is_available() is False); {on_cpu}"
-        )
-    devices = trainer_cfg.devices
-    if isinstance(devices, int) and devices > available:
-        raise ConfigError(
-            f"trainer.devices={devices} but this machine has {available} CUDA GPU(s); set "
-            f"trainer.devices={available} (or auto), or run across nodes with trainer.num_nodes"
-        )
 
 
 def git_revision() -> str:

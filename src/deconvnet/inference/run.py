@@ -18,7 +18,7 @@ import lightning as L
 from omegaconf import DictConfig
 from torch import nn
 
-from deconvnet.config import ConfigError, check_hardware, save_config
+from deconvnet.config import ConfigError, save_config
 from deconvnet.errors import DataError, WeightsError
 from deconvnet.inference.crf import crf_params
 from deconvnet.inference.ensemble import EnsembleEvaluator
@@ -26,6 +26,7 @@ from deconvnet.inference.outputs import EvalOutputs, ScoreCache
 from deconvnet.inference.predictor import EnsemblePredictor, with_normalizer
 from deconvnet.metrics import read_results_csv
 from deconvnet.runtime.folders import ensure_writable
+from deconvnet.runtime.hardware import check_hardware
 from deconvnet.training.run import hardware_kwargs
 
 

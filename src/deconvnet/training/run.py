@@ -25,10 +25,11 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from deconvnet.config import ConfigError, check_hardware, save_config
+from deconvnet.config import ConfigError, save_config
 from deconvnet.data.datamodules import batch_plan, build_datamodule
 from deconvnet.models import build_model
 from deconvnet.runtime.folders import ensure_writable
+from deconvnet.runtime.hardware import check_hardware
 from deconvnet.training.callbacks import (
     ImagesPerSecond,
     NonFiniteLossError,
