@@ -53,9 +53,8 @@ train-fcn: $(STAMP)  ## FCN-8s of EXP on whole images
 proposals: $(STAMP)  ## EdgeBox proposals of EXP's splits (train, val, eval), cached where stage 2 and eval read them
 	$(VENV)/bin/deconvnet proposals $(EXP)/stage2.yaml $(ARGS)
 
-DEMO_DATA ?= data/synthetic
 demo: $(STAMP)  ## the whole pipeline on a synthetic VOC set, on CPU (resumable)
-	@test -d $(DEMO_DATA)/VOCdevkit || $(VENV)/bin/deconvnet synth --root $(DEMO_DATA) --images 240 --size 160
+	@# the synthetic set is part of the recipe (experiments/demo/data.yaml): made when missing
 	$(VENV)/bin/deconvnet pipeline experiments/demo $(ARGS)
 
 table1: $(STAMP)  ## the paper's recipe end to end: data check, proposals, stage 1, stage 2, FCN-8s, eval, test archive

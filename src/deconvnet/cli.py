@@ -7,16 +7,25 @@
     deconvnet synth --root DIR [--images N] [--seed S]
     deconvnet proposals CONFIG [key=value ...]
     deconvnet download voc2012|sbd|edge-model --root DIR
-    deconvnet pipeline EXPERIMENT_DIR [--steps a,b] [key=value ...]   (options go anywhere)
+    deconvnet pipeline EXPERIMENT_DIR [--steps a,b] [--full] [key=value ...]   (options go anywhere)
 
 Heavy imports (torch, lightning) happen inside each command so `--help` is instant.
+
+Errors the user can fix (deconvnet.errors.UserError, also when another process raised it:
+a DataLoader worker, a ddp_spawn rank) and file-system errors on output folders (full,
+read-only, forbidden) are printed as one line, `deconvnet <cmd>: error: <message>`, with
+exit status 2 and no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
+
+# OSErrors that mean "this folder cannot be written": the user's to fix, not a bug
+_FOLDER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _config_and_overrides(args: argparse.Namespace):
@@ -80,6 +89,10 @@ def _ids_to_score(args: argparse.Namespace) -> list[str] | None:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from deconvnet.inference.score import score_folders
+    from deconvnet.runtime.folders import ensure_writable
+
+    # before reading every PNG: results.csv must be writable where it will go
+    ensure_writable(args.out or args.pred, "--out" if args.out else "--pred (where results.csv goes)")
 
     score_folders(args.pred, args.gt, args.out, ids=_ids_to_score(args))
     return 0
@@ -110,7 +123,8 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     from deconvnet.pipeline import run_pipeline
 
     only = [s for s in args.steps.split(",") if s] if args.steps else None
-    run_pipeline(args.experiment, args.overrides, only)
+    overrides = [*args.overrides, *(["data.check=full"] if args.full else [])]
+    run_pipeline(args.experiment, overrides, only)
     return 0
 
 
@@ -169,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", default=None,
                    help="comma-separated subset: data,proposals,stage1,stage2,fcn8s,eval,"
                         "stage1_trainval,stage2_trainval,fcn8s_trainval,test")
+    p.add_argument("--full", action="store_true",
+                   help="data step: decode every image and mask (data.check=full), not headers only")
     p.set_defaults(handler=_cmd_pipeline)
     return parser
 
@@ -234,10 +250,13 @@ def _silence_third_party_noise() -> None:
             logger.addFilter(_drop_lightning_noise)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+def _error(command: str, message: object) -> int:
+    print(f"deconvnet {command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deconvnet.errors import UserError
+    from deconvnet.errors import UserError, from_other_process
 
     args = _parse(argv)
     _setup_logging()
@@ -245,11 +264,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UserError as err:
-        print(f"deconvnet {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _error(args.command, err)
     except KeyboardInterrupt:
         print(f"deconvnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in _FOLDER_ERRNOS:
+            raise
+        from deconvnet.runtime.folders import describe_os_error
+
+        return _error(args.command, describe_os_error(err))
+    except Exception as err:
+        original = from_other_process(err)  # a ddp_spawn rank's UserError, as text
+        if original is None:
+            raise
+        return _error(args.command, original)
 
 
 if __name__ == "__main__":

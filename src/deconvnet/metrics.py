@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from deconvnet.data.classes import IGNORE_INDEX, VOC_CLASSES
+from deconvnet.data.classes import IGNORE_INDEX, class_names
 
 
 def confusion_matrix(
@@ -62,13 +62,6 @@ def pixel_accuracy(confusion: torch.Tensor) -> float:
 
 # The rows of the paper's Table 1 that one evaluation pass scores, in the paper's order.
 METHODS: tuple[str, ...] = ("FCN-8s", "DeconvNet", "DeconvNet+CRF", "EDeconvNet", "EDeconvNet+CRF")
-
-
-def class_names(num_classes: int) -> list[str]:
-    """VOC class names for 21 classes, ``class<i>`` otherwise."""
-    if num_classes == len(VOC_CLASSES):
-        return list(VOC_CLASSES)
-    return [f"class{i}" for i in range(num_classes)]
 
 
 def results_header(num_classes: int = 21) -> list[str]:

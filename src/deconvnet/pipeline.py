@@ -5,7 +5,8 @@
 An experiment folder holds `stage1.yaml`, `stage2.yaml`, `fcn8s.yaml` and `eval.yaml`
 (and optionally `test.yaml`, the evaluation-server run on the test split). The steps:
 
-1. data: the train and val splits are read and checked once (missing files, bad masks);
+1. data: the train, val (and eval) splits are checked once: file headers, or with
+   `data.check=full` (`--full`) every image and mask decoded (deconvnet.data.check);
 2. proposals: computed and cached for the splits that need them;
 3. stage1, stage2, fcn8s: trained; a step whose `checkpoints/final.ckpt` exists is
    skipped, an interrupted one resumes from its last checkpoint (resume=auto);
@@ -48,11 +49,10 @@ def _final_checkpoint(cfg: DictConfig) -> Path:
 
 
 def _check_data(cfg: DictConfig) -> None:
-    from deconvnet.data.voc import VOCSegmentationIndex
+    from deconvnet.data.check import check_data
 
-    for split in (cfg.data.train_split, cfg.data.val_split):
-        index = VOCSegmentationIndex(cfg.data.root, split)
-        print(f"[data] {split}: {len(index)} images in {cfg.data.root}")
+    for split, images in check_data(cfg).items():  # data.check=headers|full (--full)
+        print(f"[data] {split}: {images} images in {cfg.data.root} ({cfg.data.check} check)")
 
 
 def _proposals(cfg: DictConfig) -> None:

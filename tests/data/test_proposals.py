@@ -310,7 +310,7 @@ def test_default_splits_are_training_validation_and_evaluation(synthetic_voc, tm
 
 
 def test_oracle_on_a_split_without_labels_and_unknown_method(synthetic_voc, tmp_path):
-    with pytest.raises(UserError, match="unknown method 'magic'"):
+    with pytest.raises(UserError, match="data.proposals.method=magic is not one of the allowed values"):
         generators.build_generator(make_cfg(synthetic_voc, tmp_path, "data.proposals.method=magic"))
     reader = _FakeReader(["x"], [(10, 10)])
     reader.has_labels = False

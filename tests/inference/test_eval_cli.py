@@ -26,7 +26,7 @@ def checkpoints(tiny_checkpoints) -> dict[str, Path]:
 
 def _args(root: Path, out: Path, checkpoints: dict[str, Path], *extra: str) -> list[str]:
     return [
-        f"data.root={root}", "eval.split=val", f"output_dir={out}",
+        f"data.root={root}", "data.synthetic=null", "eval.split=val", f"output_dir={out}",
         f"eval.deconvnet_checkpoint={checkpoints['deconvnet']}",
         f"eval.fcn_checkpoint={checkpoints['fcn8s']}",
         f"data.proposals.cache_dir={out}/proposals", "data.proposals.min_size=16",

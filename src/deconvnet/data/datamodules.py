@@ -35,15 +35,31 @@ from deconvnet.data.windows import window_params
 from deconvnet.errors import UserError
 
 
-def batch_plan(global_batch: int, world_size: int, per_device: int | None = None) -> tuple[int, int]:
+def batch_plan(global_batch: int, world_size: int, per_device: int | None = None,
+               min_per_device: int = 1, why: str = "") -> tuple[int, int]:
     """(per-device batch, gradient accumulation steps) so that
     per_device x world_size x accumulation == global_batch.
 
     per_device None: global_batch / world_size, no accumulation. Raises UserError when the
-    numbers do not divide.
+    numbers do not divide, or when a device would get fewer than ``min_per_device`` examples
+    (``why`` says what needs them); the message names the key to change.
     """
     if global_batch < 1 or world_size < 1:
         raise UserError(f"data.batch_size ({global_batch}) and the number of devices ({world_size}) must be >= 1")
+    if per_device is not None and int(per_device) < min_per_device:
+        raise UserError(
+            f"data.per_device_batch_size={per_device} is fewer than the {min_per_device} examples per "
+            f"device that {why or 'training'} needs; raise data.per_device_batch_size to "
+            f"{min_per_device} or more (or unset it: data.per_device_batch_size=null)"
+        )
+    if per_device is None and global_batch < min_per_device * world_size:
+        fewer = " or use fewer devices (trainer.devices)" if world_size > 1 else ""
+        raise UserError(
+            f"data.batch_size={global_batch} (the global batch) over {world_size} device(s) gives "
+            f"{global_batch // world_size} example(s) per device, fewer than the {min_per_device} "
+            f"that {why or 'training'} needs; raise data.batch_size to {min_per_device * world_size} "
+            f"or more{fewer}"
+        )
     if per_device is None:
         if global_batch % world_size:
             raise UserError(
@@ -63,9 +79,12 @@ def batch_plan(global_batch: int, world_size: int, per_device: int | None = None
 
 
 def open_split(cfg, split: str):
-    """The reader of one split of cfg.data.root (checks lists, files and sizes once)."""
+    """The reader of one split of cfg.data.root (checks lists, files and sizes once); a
+    recipe's synthetic set (cfg.data.synthetic) is made first when missing."""
+    from deconvnet.data.synthetic import ensure_synthetic
     from deconvnet.data.voc import VOCSegmentationIndex
 
+    ensure_synthetic(cfg)
     return VOCSegmentationIndex(cfg.data.root, split)
 
 

@@ -248,10 +248,11 @@ class VOCSegmentationIndex:
         path = self._object_paths[i]
         if self._from_sbd[i]:
             objects, categories = sbd.read_instance_mask(path)
+            self._check_size(path, objects.shape, i)
         else:
             objects = read_index_png(path)
+            self._check_size(path, objects.shape, i)  # before it is compared with the class mask
             categories = self._majority_classes(objects, self.label(i) if label is None else label)
-        self._check_size(path, objects.shape, i)
         result = []
         for instance_id in np.unique(objects):
             if instance_id == 0 or (instance_id == IGNORE_INDEX and not self._from_sbd[i]):

@@ -22,26 +22,22 @@ from deconvnet.config import ConfigError, save_config
 from deconvnet.errors import DataError, WeightsError
 from deconvnet.inference.crf import crf_params
 from deconvnet.inference.ensemble import EnsembleEvaluator
-from deconvnet.inference.instance import AGGREGATIONS
 from deconvnet.inference.outputs import EvalOutputs, ScoreCache
 from deconvnet.inference.predictor import (
-    ENSEMBLES,
     EnsemblePredictor,
     predictor_window_params,
     with_normalizer,
 )
 from deconvnet.metrics import read_results_csv
+from deconvnet.runtime.folders import ensure_writable
+from deconvnet.runtime.hardware import check_hardware
 from deconvnet.training.run import hardware_kwargs
 
 
 def _check_eval_config(cfg: DictConfig) -> None:
+    """What the schema (load_config) cannot check: the hardware and the checkpoints."""
     ev = cfg.eval
-    if ev.aggregation not in AGGREGATIONS:
-        raise ConfigError(f"eval.aggregation='{ev.aggregation}' is unknown; valid: {', '.join(AGGREGATIONS)}")
-    if ev.ensemble not in ENSEMBLES:
-        raise ConfigError(f"eval.ensemble='{ev.ensemble}' is unknown; valid: {', '.join(ENSEMBLES)}")
-    if int(ev.num_proposals) < 1 or int(ev.proposal_batch_size) < 1:
-        raise ConfigError("eval.num_proposals and eval.proposal_batch_size must be >= 1")
+    check_hardware(cfg.trainer)
     if ev.probabilities_dir and not ev.save_probabilities:
         return  # CRF-only run from a cache: no networks needed
     if not ev.deconvnet_checkpoint and not ev.fcn_checkpoint:
@@ -164,7 +160,7 @@ def evaluate(cfg: DictConfig) -> dict[str, list[float]]:
     from deconvnet.training.wandb_logger import finish_run
 
     _check_eval_config(cfg)
-    output_dir = Path(cfg.output_dir)
+    output_dir = ensure_writable(cfg.output_dir, "output_dir")  # before any work
     save_config(cfg, output_dir)
     L.seed_everything(int(cfg.seed), verbose=False)
 

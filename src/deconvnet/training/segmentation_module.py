@@ -28,8 +28,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from deconvnet.config import to_dict
-from deconvnet.data.classes import IGNORE_INDEX
-from deconvnet.metrics import class_names, mean_iou, per_class_iou, pixel_accuracy
+from deconvnet.data.classes import IGNORE_INDEX, class_names
+from deconvnet.metrics import mean_iou, per_class_iou, pixel_accuracy
 from deconvnet.models import DeconvNet, FCN8s, InputNormalizer
 from deconvnet.training.losses import segmentation_loss
 from deconvnet.training.optim import (
