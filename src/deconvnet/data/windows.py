@@ -30,7 +30,6 @@ import cv2
 import numpy as np
 
 from deconvnet.data.classes import IGNORE_INDEX
-from deconvnet.errors import UserError
 
 # ---------------------------------------------------------------------------- box helpers
 
@@ -101,8 +100,6 @@ def window_params(data_cfg, proposals: bool = False) -> dict:
     """``make_windows`` keyword arguments from ``cfg.data``: ``data.context_scale`` and
     ``data.square_windows``; for proposal boxes, no enlargement when
     ``data.proposals.extended`` says they are windows already."""
-    if not float(data_cfg.context_scale) > 0:
-        raise UserError(f"data.context_scale must be > 0 (the paper: 1.2), got {data_cfg.context_scale}")
     extended = proposals and bool(data_cfg.proposals.extended)
     return {"context_scale": 1.0 if extended else float(data_cfg.context_scale),
             "square": bool(data_cfg.square_windows)}
