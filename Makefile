@@ -36,9 +36,10 @@ lint: $(STAMP)  ## ruff check
 	$(VENV)/bin/ruff check src tests benchmarks
 
 DATA ?= data
-data: $(STAMP)  ## download PASCAL VOC 2012 and SBD into DATA (default data/)
+data: $(STAMP)  ## download PASCAL VOC 2012, SBD and the Structured Edge model into DATA (default data/)
 	$(VENV)/bin/deconvnet download voc2012 --root $(DATA)
 	$(VENV)/bin/deconvnet download sbd --root $(DATA)
+	$(VENV)/bin/deconvnet download edge-model --root $(DATA)/models
 
 train-stage1: $(STAMP)  ## DeconvNet stage 1 of EXP (default experiments/table1; ARGS=key=value overrides)
 	$(VENV)/bin/deconvnet train $(EXP)/stage1.yaml $(ARGS)
@@ -49,9 +50,11 @@ train-stage2: $(STAMP)  ## DeconvNet stage 2 of EXP, from the stage-1 final chec
 train-fcn: $(STAMP)  ## FCN-8s of EXP on whole images
 	$(VENV)/bin/deconvnet train $(EXP)/fcn8s.yaml $(ARGS)
 
-DEMO_DATA ?= data/synthetic
+proposals: $(STAMP)  ## EdgeBox proposals of EXP's splits (train, val, eval), cached where stage 2 and eval read them
+	$(VENV)/bin/deconvnet proposals $(EXP)/stage2.yaml $(ARGS)
+
 demo: $(STAMP)  ## the whole pipeline on a synthetic VOC set, on CPU (resumable)
-	@test -d $(DEMO_DATA)/VOCdevkit || $(VENV)/bin/deconvnet synth --root $(DEMO_DATA) --images 240 --size 160
+	@# the synthetic set is part of the recipe (experiments/demo/data.yaml): made when missing
 	$(VENV)/bin/deconvnet pipeline experiments/demo $(ARGS)
 
 table1: $(STAMP)  ## the paper's recipe end to end: data check, proposals, stage 1, stage 2, FCN-8s, eval, test archive
@@ -66,6 +69,14 @@ sweep: $(STAMP)  ## create the W&B sweep SWEEP and run an agent for it (needs `w
 	  id=$$(wandb sweep $(SWEEP) 2>&1 | tee /dev/stderr | sed -n 's/.*wandb agent \([^ ]*\).*/\1/p' | tail -n 1); \
 	  test -n "$$id" || { echo "wandb sweep did not return a sweep id (logged in? see above)"; exit 1; }; \
 	  wandb agent $$id
+
+# The training-step benchmark defaults to the paper's sizes (a GPU's work); on a CPU try
+# BENCH_TRAIN_ARGS="--width 0.125 --batch 4 --size 64 --steps 3".
+BENCH_TRAIN_ARGS ?=
+bench: $(STAMP)  ## the benchmarks, one JSON object each: data loading, inference, training step (BENCH_TRAIN_ARGS)
+	$(PY) benchmarks/data.py
+	$(PY) benchmarks/inference.py
+	$(PY) benchmarks/train_throughput.py $(BENCH_TRAIN_ARGS)
 
 clean:  ## remove caches (keeps .venv and outputs)
 	rm -rf .pytest_cache .ruff_cache build src/*.egg-info

@@ -62,7 +62,31 @@ def test_results_markdown_shows_the_paper_and_the_difference():
     lines = text.splitlines()
     i = next(k for k, line in enumerate(lines) if line.startswith("| DeconvNet | ours |"))
     assert lines[i + 1].startswith("| | paper | 92.7 | 85.9")
-    assert lines[i + 2].startswith("| | diff | -1.0 | -1.0") and lines[i + 2].endswith("-1.0 |")
+    assert lines[i + 2].startswith("| | diff | -1.0 | -1.0")
+    assert lines[i + 2].endswith("| -1.0 | all 21 classes |")
+    assert "nan" not in text  # no nan, no explanation of it
     # a method the paper does not have gets no paper line
     j = next(k for k, line in enumerate(lines) if line.startswith("| Other | ours |"))
     assert j == len(lines) - 1
+
+
+def test_results_markdown_explains_nan_and_compares_the_mean_over_the_same_classes():
+    paper = paper_table()["DeconvNet"]
+    ours = [p - 1.0 for p in paper[:-1]]
+    ours[10] = ours[17] = float("nan")  # cow and sheep: in neither ground truth nor prediction
+    # our mean over the 19 present classes; the paper's over the same 19, by hand from Table 1:
+    # (sum of the 21 DeconvNet values 1461.9 - cow 73.4 - sheep 77.4) / 19 = 69.0053
+    ours.append(69.00526 - 1.0)
+    lines = results_markdown({"DeconvNet": ours}).splitlines()
+    assert any(line.startswith("`nan`: the class occurs neither in the ground truth nor in the "
+                               "predictions") for line in lines)
+    assert "- DeconvNet: mean over the 19 classes present (absent: cow, sheep)." in lines
+    i = next(k for k, line in enumerate(lines) if line.startswith("| DeconvNet | ours |"))
+    assert lines[i].endswith("| 57.2 | nan | 51.9 | 74.2 | 58.8 | 68.0 | 19 of 21 classes |")
+    assert lines[i + 1].endswith("| 59.8 | 69.6 | all 21 classes |")  # the paper's own mean
+    assert lines[i + 2] == "| | paper, same classes |" + " |" * 21 + " 69.0 | 19 of 21 classes |"
+    assert lines[i + 3].startswith("| | diff | -1.0 |")
+    assert lines[i + 3].endswith("| -1.0 | nan | -1.0 | -1.0 | -1.0 | -1.0 | 19 of 21 classes |")
+    header = next(line for line in lines if line.startswith("| method |"))
+    cells = [len(line.split("|")) for line in (header, *lines[i:i + 4])]
+    assert len(set(cells)) == 1  # every row has the header's columns

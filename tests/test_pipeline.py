@@ -17,8 +17,9 @@ TABLE1 = REPO / "experiments" / "table1"
 
 
 def test_plan_lists_the_recipe_steps_in_order():
-    assert [s.name for s in plan(TABLE1)] == ["data", "proposals", "stage1", "stage2", "fcn8s",
-                                              "eval", "test"]
+    assert [s.name for s in plan(TABLE1)] == ["data", "proposals", "stage1", "stage2", "fcn8s", "eval",
+                                              "stage1_trainval", "stage2_trainval", "fcn8s_trainval",
+                                              "test"]
     with pytest.raises(UserError, match="lacks"):
         plan(REPO / "configs")
 
@@ -45,3 +46,29 @@ def test_table1_recipe_runs_every_step_on_the_synthetic_set(synthetic_voc, offli
     assert main(["pipeline", str(TABLE1), *tiny, "--steps", "stage1,stage2,fcn8s,eval,test"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("complete, skipped") == 5
+
+
+def test_test_server_networks_train_on_trainval_aug_and_feed_the_test_run(tmp_path):
+    from deconvnet.config import load_config
+
+    steps = {s.name: s for s in plan(TABLE1)}
+    for name in ("stage1", "stage2", "fcn8s"):
+        val_cfg = load_config(steps[name].config)
+        server_cfg = load_config(steps[f"{name}_trainval"].config)
+        assert val_cfg.data.train_split == "train_aug" and server_cfg.data.train_split == "trainval_aug"
+        assert server_cfg.output_dir != val_cfg.output_dir
+    stage2 = load_config(steps["stage2_trainval"].config)
+    assert stage2.model.init_from == f"{load_config(steps['stage1_trainval'].config).output_dir}/checkpoints/final.ckpt"
+    test = load_config(steps["test"].config)
+    assert test.eval.deconvnet_checkpoint == f"{stage2.output_dir}/checkpoints/final.ckpt"
+    assert test.eval.fcn_checkpoint == f"{load_config(steps['fcn8s_trainval'].config).output_dir}/checkpoints/final.ckpt"
+    evaluation = load_config(steps["eval"].config)
+    assert evaluation.eval.deconvnet_checkpoint == f"{load_config(steps['stage2'].config).output_dir}/checkpoints/final.ckpt"
+    # without the test split there is nothing to submit: the server networks are not trained
+    root = tmp_path / "data"
+    lists = root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    cfg = load_config(steps["stage1_trainval"].config, [f"data.root={root}", f"output_dir={tmp_path}/out"])
+    assert steps["stage1_trainval"].done(cfg)
+    (lists / "test.txt").write_text("2008_000001\n")
+    assert not steps["stage1_trainval"].done(cfg)

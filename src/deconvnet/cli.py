@@ -3,22 +3,32 @@
     deconvnet train CONFIG [key=value ...]
     deconvnet eval CONFIG [key=value ...]
     deconvnet predict CONFIG IMAGE... [key=value ...]
-    deconvnet score --pred DIR --gt DIR [--out DIR]
+    deconvnet score --pred DIR --gt DIR [--split NAME --root DIR | --ids FILE] [--out DIR]
     deconvnet synth --root DIR [--images N] [--seed S]
     deconvnet proposals CONFIG [key=value ...]
-    deconvnet download voc2012|sbd|official|official-<piece> --root DIR
+    deconvnet download voc2012|sbd|edge-model|official|official-<piece> --root DIR
     deconvnet convert MODEL.caffemodel --network deconvnet|fcn8s|vgg16 --out FILE [--bn inference|learn]
     deconvnet convert EDGEBOX_DIR --proposals --data-root DIR --split SPLIT --out FILE.npz
     deconvnet windows-report CONFIG [key=value ...]
-    deconvnet pipeline EXPERIMENT_DIR [--steps a,b] [key=value ...]
+    deconvnet pipeline EXPERIMENT_DIR [--steps a,b] [--full] [key=value ...]   (options go anywhere)
 
 Heavy imports (torch, lightning) happen inside each command so `--help` is instant.
+
+Errors the user can fix (deconvnet.errors.UserError, also when another process raised it:
+a DataLoader worker, a ddp_spawn rank) and file-system errors on output folders (full,
+read-only, forbidden) are printed as one line, `deconvnet <cmd>: error: <message>`, with
+exit status 2 and no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
 import sys
+
+# OSErrors that mean "this folder cannot be written": the user's to fix, not a bug
+_FOLDER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _config_and_overrides(args: argparse.Namespace):
@@ -53,10 +63,41 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ids_to_score(args: argparse.Namespace) -> list[str] | None:
+    """The ids named by --ids FILE or --split NAME --root DIR (None: every ground-truth PNG)."""
+    from pathlib import Path
+
+    from deconvnet.data.voc import voc_folder
+    from deconvnet.errors import UserError
+
+    if args.split is None and args.root is not None:
+        raise UserError("--root is only used with --split; add --split NAME (e.g. --split val)")
+    if args.split is not None:
+        if args.root is None:
+            raise UserError(f"--split {args.split} needs --root DIR, the data folder that holds "
+                            "VOCdevkit/VOC2012 (e.g. --root data)")
+        path = voc_folder(args.root) / "ImageSets" / "Segmentation" / f"{args.split}.txt"
+        what = f"split list of --split {args.split}"
+    else:
+        if args.ids is None:
+            return None
+        path, what = Path(args.ids), "--ids file"
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise UserError(f"{what} {path} lists no image ids")
+    return ids
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from deconvnet.inference.score import score_folders
+    from deconvnet.runtime.folders import ensure_writable
 
-    score_folders(args.pred, args.gt, args.out)
+    # before reading every PNG: results.csv must be writable where it will go
+    ensure_writable(args.out or args.pred, "--out" if args.out else "--pred (where results.csv goes)")
+
+    score_folders(args.pred, args.gt, args.out, ids=_ids_to_score(args))
     return 0
 
 
@@ -93,7 +134,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             raise SystemExit("deconvnet convert --proposals: give --data-root and --split (image sizes)")
         out = convert_edgebox_cache(args.source, VOCSegmentationIndex(args.data_root, args.split), args.out)
         print(f"wrote {out}: use data.proposals.method=file data.proposals.file={out} "
-              "data.proposals.extended=true eval.window_square=false")
+              "data.proposals.extended=true data.square_windows=false")
         return 0
     from deconvnet.caffe import convert_caffemodel
 
@@ -119,7 +160,8 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     from deconvnet.pipeline import run_pipeline
 
     only = [s for s in args.steps.split(",") if s] if args.steps else None
-    run_pipeline(args.experiment, args.overrides, only)
+    overrides = [*args.overrides, *(["data.check=full"] if args.full else [])]
+    run_pipeline(args.experiment, overrides, only)
     return 0
 
 
@@ -154,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="folder of predicted label PNGs")
     p.add_argument("--gt", required=True, help="folder of ground-truth label PNGs")
     p.add_argument("--out", default=None, help="folder for results.csv (default: --pred)")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--split", default=None,
+                      help="score only this split's ids (e.g. val), listed under --root")
+    only.add_argument("--ids", default=None, help="score only the ids in this file (one per line)")
+    p.add_argument("--root", default=None,
+                   help="with --split: the data folder holding VOCdevkit/VOC2012 (e.g. data)")
     p.set_defaults(handler=_cmd_score)
 
     p = sub.add_parser("synth", help="write a synthetic dataset in the VOC 2012 layout")
@@ -166,9 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from deconvnet.data.download import official_names
 
-    p = sub.add_parser("download", help="download PASCAL VOC 2012, SBD or the official release (needs internet)")
-    p.add_argument("dataset", choices=["voc2012", "sbd", *official_names()])
-    p.add_argument("--root", required=True, help="data folder (default layout: data/; data/official for the release)")
+    p = sub.add_parser("download", help="download PASCAL VOC 2012, SBD, the Structured Edge model or the "
+                       "official release (needs internet)")
+    p.add_argument("dataset", choices=["voc2012", "sbd", "edge-model", *official_names()])
+    p.add_argument("--root", required=True,
+                   help="data folder (default layout: data/; the edge model: data/models; the release: data/official)")
     p.set_defaults(handler=_cmd_download)
 
     p = sub.add_parser("convert", help="a released Caffe model (or the cached EdgeBoxes) to our formats")
@@ -186,23 +236,104 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="experiment folder, e.g. experiments/table1")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides for every step")
     p.add_argument("--steps", default=None,
-                   help="comma-separated subset: data,proposals,stage1,stage2,fcn8s,eval,test")
+                   help="comma-separated subset: data,proposals,stage1,stage2,fcn8s,eval,"
+                        "stage1_trainval,stage2_trainval,fcn8s_trainval,test")
+    p.add_argument("--full", action="store_true",
+                   help="data step: decode every image and mask (data.check=full), not headers only")
     p.set_defaults(handler=_cmd_pipeline)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from deconvnet.errors import UserError
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line; key=value overrides may also follow an option (--steps a k=v)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills the overrides positional once, so overrides after an option come back
+    # as unknown arguments: they belong at the end of the overrides, in their order.
+    overrides_only = all("=" in a and not a.startswith("-") for a in extra)
+    if extra and hasattr(args, "overrides") and overrides_only:
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
-    args = build_parser().parse_args(argv)
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time (tests and notebooks replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _setup_logging() -> None:
+    """The package's INFO messages reach the user as plain lines on stdout."""
+    package = logging.getLogger("deconvnet")
+    if not any(isinstance(h, _StdoutHandler) for h in package.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package.addHandler(handler)
+    package.setLevel(logging.INFO)
+
+
+# Lightning's INFO lines that tell the user nothing about their run: advertisements for
+# its cloud products and an echo of a default the code passes explicitly.
+_LIGHTNING_NOISE = ("💡 Tip:", "`Trainer(limit_val_batches=1.0)` was configured so 100%")
+
+
+def _drop_lightning_noise(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_LIGHTNING_NOISE)
+
+
+def _silence_third_party_noise() -> None:
+    """Targeted filters for third-party output that is not about the run.
+
+    Lightning logs its tips through its rank-zero logger (no setting turns them off), and
+    Lightning 2.6's own ``_pytree`` uses torch's deprecated ``LeafSpec``, which torch reports
+    as a FutureWarning on every fit. Filters work in this process (and in workers that
+    re-run the command, as torchrun's and Lightning's DDP launchers do).
+    """
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _drop_lightning_noise not in logger.filters:
+            logger.addFilter(_drop_lightning_noise)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+def _error(command: str, message: object) -> int:
+    print(f"deconvnet {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    from deconvnet.errors import UserError, from_other_process
+
+    args = _parse(argv)
+    _setup_logging()
+    _silence_third_party_noise()
     try:
         return args.handler(args)
     except UserError as err:
-        print(f"deconvnet {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _error(args.command, err)
     except KeyboardInterrupt:
         print(f"deconvnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in _FOLDER_ERRNOS:
+            raise
+        from deconvnet.runtime.folders import describe_os_error
+
+        return _error(args.command, describe_os_error(err))
+    except Exception as err:
+        original = from_other_process(err)  # a ddp_spawn rank's UserError, as text
+        if original is None:
+            raise
+        return _error(args.command, original)
 
 
 if __name__ == "__main__":

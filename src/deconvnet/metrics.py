@@ -19,9 +19,7 @@ from pathlib import Path
 
 import torch
 
-from deconvnet.data.classes import VOC_CLASSES
-
-IGNORE_INDEX = 255
+from deconvnet.data.classes import IGNORE_INDEX, class_names
 
 
 def confusion_matrix(
@@ -64,13 +62,6 @@ def pixel_accuracy(confusion: torch.Tensor) -> float:
 
 # The rows of the paper's Table 1 that one evaluation pass scores, in the paper's order.
 METHODS: tuple[str, ...] = ("FCN-8s", "DeconvNet", "DeconvNet+CRF", "EDeconvNet", "EDeconvNet+CRF")
-
-
-def class_names(num_classes: int) -> list[str]:
-    """VOC class names for 21 classes, ``class<i>`` otherwise."""
-    if num_classes == len(VOC_CLASSES):
-        return list(VOC_CLASSES)
-    return [f"class{i}" for i in range(num_classes)]
 
 
 def results_header(num_classes: int = 21) -> list[str]:
@@ -123,9 +114,18 @@ def paper_table() -> dict[str, list[float]]:
     return _rows_from_csv(io.StringIO(text))
 
 
+def _class_set(count: int, num_classes: int) -> str:
+    return f"{count} of {num_classes}" if count < num_classes else f"all {num_classes}"
+
+
 def results_markdown(rows: dict[str, list[float]], num_classes: int = 21, title: str = "") -> str:
     """Our rows beside the paper's: for each method the lines ``ours``, ``paper`` and ``diff``.
 
+    Each row ends with the mean and the set of classes it averages. A ``nan`` (a class
+    absent from both the ground truth and the predictions) is explained above the table.
+    The paper's mean is over all 21 classes; where some of ours are ``nan`` our mean is over
+    fewer, so an extra line ``paper, same classes`` gives the paper's mean over exactly our
+    classes, and the ``diff`` of the means is taken against that line (like with like).
     The paper's numbers are on the VOC 2012 *test* set; an evaluation on val is only
     comparable in spirit. Methods the paper does not list get no paper/diff lines.
     """
@@ -135,16 +135,43 @@ def results_markdown(rows: dict[str, list[float]], num_classes: int = 21, title:
     lines.append("Paper: Noh et al., ICCV 2015, Table 1 (PASCAL VOC 2012 test). "
                  "diff = ours - paper.")
     lines.append("")
-    lines.append("| method | | " + " | ".join(header[1:]) + " |")
-    lines.append("|---|---|" + "---:|" * (len(header) - 1))
+    absent = {method: [name for name, v in zip(header[1:-1], values) if v != v]
+              for method, values in rows.items()}
+    if any(absent.values()):
+        lines.append("`nan`: the class occurs neither in the ground truth nor in the predictions "
+                     "of the scored images, so its IoU is undefined (0 / 0); it is left out of "
+                     "the mean and of the diff.")
+        for method, names in absent.items():
+            if names:
+                count = num_classes - len(names)
+                lines.append(f"- {method}: mean over the {count} classes present "
+                             f"(absent: {', '.join(names)}).")
+        if paper:
+            lines.append("")
+            lines.append("The paper's mean is over all 21 classes: the line `paper, same classes` "
+                         "gives its mean over the classes of ours, and the diff of the means is "
+                         "taken against that line.")
+        lines.append("")
+    lines.append("| method | | " + " | ".join(header[1:]) + " | mean over |")
+    lines.append("|---|---|" + "---:|" * (len(header) - 1) + "---|")
     for method, values in rows.items():
-        lines.append(f"| {method} | ours | " + " | ".join(_fmt(v) for v in values) + " |")
-        if method in paper:
-            ref = paper[method]
-            lines.append("| | paper | " + " | ".join(_fmt(v) for v in ref) + " |")
-            diff = [a - b for a, b in zip(values, ref)]
-            lines.append("| | diff | " + " | ".join(
-                "nan" if d != d else f"{d:+.1f}" for d in diff) + " |")
+        present = num_classes - len(absent[method])
+        lines.append(f"| {method} | ours | " + " | ".join(_fmt(v) for v in values)
+                     + f" | {_class_set(present, num_classes)} classes |")
+        if method not in paper:
+            continue
+        ref = paper[method]
+        lines.append("| | paper | " + " | ".join(_fmt(v) for v in ref)
+                     + f" | {_class_set(num_classes, num_classes)} classes |")
+        ref_mean = ref[-1]
+        if present < num_classes:  # the paper's mean over exactly the classes we have
+            kept = [r for v, r in zip(values[:-1], ref[:-1]) if v == v]
+            ref_mean = sum(kept) / len(kept) if kept else float("nan")
+            lines.append(f"| | paper, same classes |{' |' * (num_classes)} {_fmt(ref_mean)}"
+                         f" | {_class_set(present, num_classes)} classes |")
+        diff = [a - b for a, b in zip(values[:-1], ref[:-1])] + [values[-1] - ref_mean]
+        lines.append("| | diff | " + " | ".join("nan" if d != d else f"{d:+.1f}" for d in diff)
+                     + f" | {_class_set(present, num_classes)} classes |")
     return "\n".join(lines) + "\n"
 
 

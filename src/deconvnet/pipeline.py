@@ -5,12 +5,16 @@
 An experiment folder holds `stage1.yaml`, `stage2.yaml`, `fcn8s.yaml` and `eval.yaml`
 (and optionally `test.yaml`, the evaluation-server run on the test split). The steps:
 
-1. data: the train and val splits are read and checked once (missing files, bad masks);
+1. data: the train, val (and eval) splits are checked once: file headers, or with
+   `data.check=full` (`--full`) every image and mask decoded (deconvnet.data.check);
 2. proposals: computed and cached for the splits that need them;
 3. stage1, stage2, fcn8s: trained; a step whose `checkpoints/final.ckpt` exists is
    skipped, an interrupted one resumes from its last checkpoint (resume=auto);
 4. eval: the ensemble evaluation on val (skipped when its results.csv exists);
-5. test: the server archive, when `test.yaml` exists and the test split is present.
+5. stage1_trainval, stage2_trainval, fcn8s_trainval (when the folder has them and
+   `test.yaml`): the networks for the server, trained on trainval_aug as the paper's
+   submission; skipped while the test split is absent;
+6. test: the server archive, when `test.yaml` exists and the test split is present.
 
 The overrides apply to every step (for example `data.root=data/synthetic`), so every
 step reads the same data. Under DDP, run it with the same launcher as a single step.
@@ -29,6 +33,7 @@ from deconvnet.config import load_config
 from deconvnet.errors import UserError
 
 TRAIN_STEPS = ("stage1", "stage2", "fcn8s")
+SERVER_TRAIN_STEPS = ("stage1_trainval", "stage2_trainval", "fcn8s_trainval")  # optional
 
 
 @dataclass
@@ -44,11 +49,10 @@ def _final_checkpoint(cfg: DictConfig) -> Path:
 
 
 def _check_data(cfg: DictConfig) -> None:
-    from deconvnet.data.voc import VOCSegmentationIndex
+    from deconvnet.data.check import check_data
 
-    for split in (cfg.data.train_split, cfg.data.val_split):
-        index = VOCSegmentationIndex(cfg.data.root, split)
-        print(f"[data] {split}: {len(index)} images in {cfg.data.root}")
+    for split, images in check_data(cfg).items():  # data.check=headers|full (--full)
+        print(f"[data] {split}: {images} images in {cfg.data.root} ({cfg.data.check} check)")
 
 
 def _proposals(cfg: DictConfig) -> None:
@@ -74,6 +78,11 @@ def _test_split_present(cfg: DictConfig) -> bool:
     return (lists / f"{cfg.eval.split}.txt").is_file()
 
 
+def _server_split_present(cfg: DictConfig) -> bool:
+    lists = Path(cfg.data.root) / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    return (lists / "test.txt").is_file()
+
+
 def plan(exp_dir: str | Path) -> list[Step]:
     """The steps of an experiment folder, in the order they run."""
     exp = Path(exp_dir)
@@ -93,6 +102,9 @@ def plan(exp_dir: str | Path) -> list[Step]:
     steps.append(Step("eval", exp / "eval.yaml",
                       lambda c: (Path(c.output_dir) / "results.csv").is_file(), _evaluate))
     if (exp / "test.yaml").is_file():
+        steps += [Step(n, exp / f"{n}.yaml",
+                       lambda c: not _server_split_present(c) or _final_checkpoint(c).is_file(), _train)
+                  for n in SERVER_TRAIN_STEPS if (exp / f"{n}.yaml").is_file()]
         steps.append(Step("test", exp / "test.yaml",
                           lambda c: not _test_split_present(c)
                           or any(Path(c.output_dir).glob("*.tar.gz")), _evaluate))

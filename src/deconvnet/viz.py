@@ -6,15 +6,17 @@ so this works in headless workers and never opens a window.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from PIL import Image
 
-from deconvnet.data.classes import palette_array
+from deconvnet.data.classes import IGNORE_INDEX, VOC_CLASSES, palette_array
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
@@ -37,18 +39,48 @@ def _figure_to_array(fig: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def overlay_panel(
+def legend_entries(*label_maps: np.ndarray | None) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, RGB colour) of every label that occurs in any of the maps, in label order.
+
+    Classes get their VOC names (``class<i>`` beyond the 21 VOC classes); void (255) is
+    listed last as ``void`` when a map holds it.
+    """
+    present = sorted(set().union(*(np.unique(m).tolist() for m in label_maps if m is not None)))
+    colours = palette_array()
+    entries = []
+    for label in present:
+        if label == IGNORE_INDEX:
+            continue
+        name = VOC_CLASSES[label] if label < len(VOC_CLASSES) else f"class{label}"
+        entries.append((name, tuple(int(c) for c in colours[label])))
+    if IGNORE_INDEX in present:
+        entries.append(("void", tuple(int(c) for c in colours[IGNORE_INDEX])))
+    return entries
+
+
+# Legend geometry, in inches: one row of swatches and one column of names.
+_LEGEND_ROW = 0.17
+_LEGEND_COLUMN = 1.05
+
+
+def overlay_figure(
     image: np.ndarray, ground_truth: np.ndarray | None, predictions: dict[str, np.ndarray],
     title: str = "",
-) -> np.ndarray:
-    """One row: the image, the ground truth (if any) and each method's labels over the image."""
+) -> Figure:
+    """One row: the image, the ground truth (if any) and each method's labels over the image,
+    above a legend of the classes present in the ground truth or any prediction."""
     panels = [("image", image)]
     if ground_truth is not None:
         panels.append(("ground truth", colorize(ground_truth)))
     panels += [(name, overlay(image, labels)) for name, labels in predictions.items()]
+    entries = legend_entries(ground_truth, *predictions.values())
     height, width = image.shape[:2]
     scale = 2.2 / max(height, width)
-    fig = Figure(figsize=(len(panels) * width * scale + 0.2, height * scale + 0.5), dpi=100)
+    fig_width = len(panels) * width * scale + 0.2
+    columns = max(1, min(len(entries), int(fig_width // _LEGEND_COLUMN)))
+    legend_height = (math.ceil(len(entries) / columns) * _LEGEND_ROW + 0.1) if entries else 0.0
+    fig_height = height * scale + 0.5 + legend_height
+    fig = Figure(figsize=(fig_width, fig_height), dpi=100)
     for i, (name, picture) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         ax.imshow(picture)
@@ -56,8 +88,21 @@ def overlay_panel(
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return _figure_to_array(fig)
+    if entries:
+        handles = [Patch(facecolor=np.array(rgb) / 255, edgecolor="0.5", linewidth=0.5, label=name)
+                   for name, rgb in entries]
+        fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=7, frameon=False,
+                   handlelength=1.2, handleheight=1.0, columnspacing=0.8, borderaxespad=0.1)
+    fig.tight_layout(rect=(0, legend_height / fig_height, 1, 1))
+    return fig
+
+
+def overlay_panel(
+    image: np.ndarray, ground_truth: np.ndarray | None, predictions: dict[str, np.ndarray],
+    title: str = "",
+) -> np.ndarray:
+    """:func:`overlay_figure` rendered as an H x W x 3 uint8 array."""
+    return _figure_to_array(overlay_figure(image, ground_truth, predictions, title))
 
 
 def save_rgb_png(path: str | Path, rgb: np.ndarray) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deconvnet.config import load_config
+from deconvnet.config import ConfigError, load_config
 from deconvnet.data.datamodules import build_datamodule
 from deconvnet.data.imageio import read_index_png, read_rgb, write_index_png, write_jpeg
 from deconvnet.data.official import official_list, windows_report
@@ -107,8 +107,8 @@ def test_bad_lists_give_one_clear_line(synthetic_voc, release, tmp_path):
         official_list(cfg, "stage2", "train")
     with pytest.raises(DataError, match="official training list not found"):
         official_list(_cfg(synthetic_voc, tmp_path / "nowhere", "stage1"), "stage1", "train")
-    with pytest.raises(Exception, match="data.source='releases' is unknown"):
-        build_datamodule(_cfg(synthetic_voc, root, "stage1", "data.source=releases")).setup("fit")
+    with pytest.raises(ConfigError, match="data.source=releases is not one of the allowed values: voc, official"):
+        _cfg(synthetic_voc, root, "stage1", "data.source=releases")
 
 
 def test_windows_report_puts_both_sources_side_by_side(synthetic_voc, release):

@@ -90,10 +90,28 @@ def test_stage2_datamodule_prepares_proposals_then_batches(synthetic_voc, tmp_pa
     module.prepare_data()
     assert len(list(tmp_path.glob("train-ground_truth-*.npz"))) == 1
     module.setup("fit")
+    # the paper: proposal windows only, class-balanced on the best-overlapping instance's class
+    proposal_counts = module.train_set.proposal_table.class_counts()
+    counts = module.train_set.table.class_counts()
+    present = proposal_counts > 0
+    assert present.sum() > 1 and (counts[present] == proposal_counts.max()).all() and (counts[~present] == 0).all()
+    _check_window_batch(next(iter(module.train_dataloader())), 4, 48)
+    # the seed's mix: the stage-1 examples (balanced as in stage 1) plus the proposal windows
+    mixed = build_datamodule(make_cfg(synthetic_voc, tmp_path, "data.kind=stage2", "data.crop_size=48",
+                                      "data.window_size=56", "data.stage2_include_stage1=true"))
+    mixed.setup("fit")
     stage1 = Stage1DataModule(module.cfg)
     stage1.setup("fit")
-    assert len(module.train_set) == len(stage1.train_set) + len(module.train_set.proposal_table)
-    _check_window_batch(next(iter(module.train_dataloader())), 4, 48)
+    assert len(mixed.train_set) == len(stage1.train_set) + len(module.train_set)
+    # stage 2 reads the top data.proposals.train_top_k proposals (a cache of its own when it differs)
+    fewer = build_datamodule(make_cfg(synthetic_voc, tmp_path, "data.kind=stage2", "data.crop_size=48",
+                                      "data.window_size=56", "data.proposals.train_top_k=1",
+                                      "data.balance_classes=false"))
+    fewer.prepare_data()
+    fewer.setup("fit")
+    assert len(list(tmp_path.glob("train-ground_truth-*.npz"))) == 2
+    images = fewer.train_set.proposal_table.image_index
+    assert len(images) == len(set(images.tolist())) > 0  # at most one window per image
 
 
 def test_per_device_batch_follows_the_world_size(synthetic_voc, tmp_path):

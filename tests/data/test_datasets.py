@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import types
 
@@ -24,8 +25,8 @@ from deconvnet.data.datasets import (
 )
 from deconvnet.data.proposals import load_proposals
 from deconvnet.data.transforms import SeededTransform, training_augmentation
-from deconvnet.data.voc import VOCSegmentationIndex
-from deconvnet.data.windows import box_iou, cut_window, enlarge_boxes
+from deconvnet.data.voc import Instance, VOCSegmentationIndex, tight_box
+from deconvnet.data.windows import box_iou, cut_window
 from deconvnet.errors import DataError
 
 
@@ -52,14 +53,18 @@ def test_instance_index_lists_every_instance(train_reader, train_index):
 
 
 def test_stage1_examples_match_instances_one_to_one(train_reader, train_index):
-    dataset = Stage1Dataset(train_reader, train_index, box_scale=1.2, balance=False, train=False, crop_size=64)
+    dataset = Stage1Dataset(train_reader, train_index, context_scale=1.2, balance=False, train=False, crop_size=64)
     assert len(dataset) == len(train_index)
     several_seen = False
     for k in range(len(dataset)):
         i, position = int(dataset.table.image_index[k]), int(dataset.table.instance[k])
         instances = train_reader.instances(i)
         instance = instances[position]
-        np.testing.assert_allclose(dataset.table.boxes[k], enlarge_boxes(instance.box, 1.2)[0])
+        x1, y1, x2, y2 = instance.box
+        half = 0.6 * max(x2 - x1, y2 - y1)  # the square holding the 1.2x box
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        np.testing.assert_allclose(dataset.table.boxes[k], [cx - half, cy - half, cx + half, cy + half],
+                                   rtol=1e-5, atol=1e-4)
         item = dataset[k]
         assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.uint8
         assert item["label"].shape == (64, 64) and item["label"].dtype == torch.int64
@@ -112,7 +117,8 @@ def test_balance_rule_on_a_small_table():
     assert (balanced.image_index[balanced.class_id == 2] == 5).all()
 
 
-def test_stage2_windows_are_square_and_overlap_ground_truth(synthetic_voc, tmp_path, train_reader, train_index):
+def test_stage2_windows_are_square_and_from_proposals_overlapping_ground_truth(
+        synthetic_voc, tmp_path, train_reader, train_index):
     cfg = load_config(None, [
         f"data.root={synthetic_voc}", "data.train_split=train", f"data.proposals.cache_dir={tmp_path}",
         "data.proposals.method=ground_truth", "data.proposals.min_size=8", "data.proposals.workers=1",
@@ -121,21 +127,131 @@ def test_stage2_windows_are_square_and_overlap_ground_truth(synthetic_voc, tmp_p
     dataset = Stage2Dataset(train_reader, proposals, train_index, iou_threshold=0.5, balance=False,
                             train=False, crop_size=48)
     windows = dataset.proposal_table
-    assert len(dataset) == len(train_index) + len(windows) and len(windows) > 0
+    assert len(dataset) == len(windows) > 0  # the paper: proposal windows only
     widths, heights = windows.boxes[:, 2] - windows.boxes[:, 0], windows.boxes[:, 3] - windows.boxes[:, 1]
     np.testing.assert_allclose(widths, heights, rtol=1e-5)
+    # every window is the rule's window of a proposal whose box overlaps a GT box >= 0.5
     for k in range(len(windows)):
-        gt = train_index.boxes[train_index.rows_of(int(windows.image_index[k]))]
-        assert box_iou(windows.boxes[k], gt).max() >= 0.5
+        i = int(windows.image_index[k])
+        boxes = proposals[train_reader.ids[i]]
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        sides = 1.2 * np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        rule = np.concatenate([centres - sides[:, None] / 2, centres + sides[:, None] / 2], axis=1)
+        match = np.flatnonzero(np.abs(rule - windows.boxes[k]).max(axis=1) < 1e-3)
+        assert len(match) > 0
+        gt = train_index.boxes[train_index.rows_of(i)]
+        assert box_iou(boxes[match], gt).max() >= 0.5
     assert (windows.instance == -1).all()
-    # a stricter threshold keeps a subset
+    # a stricter threshold keeps a subset; the seed's mix adds the stage-1 examples
     strict = Stage2Dataset(train_reader, proposals, train_index, iou_threshold=0.8, balance=False)
     assert len(strict.proposal_table) < len(windows)
+    mixed = Stage2Dataset(train_reader, proposals, train_index, balance=False, include_stage1=True)
+    assert len(mixed) == len(train_index) + len(windows)
     # labels: all the classes inside the window
     k = len(dataset) - 1
     i = int(dataset.table.image_index[k])
     _, expected = cut_window(train_reader.image(i), dataset.table.boxes[k], 48, train_reader.label(i))
     np.testing.assert_array_equal(dataset[k]["label"].numpy(), expected)
+
+
+# ------------------------------------------------------------------ elongated synthetic objects
+
+
+class _ElongatedReader:
+    """Images with axis-aligned elongated objects (1:3 and 4:1), drawn here so that the
+    expected windows and ratios can be computed by hand."""
+
+    split, root, has_labels = "train", "elongated", True
+
+    def __init__(self, scenes):
+        # scenes: per image, a list of (class_id, [x1, y1, x2, y2]) on a 200 x 160 canvas
+        self.scenes = scenes
+        self.ids = [f"img{i}" for i in range(len(scenes))]
+        self.sizes = [(160, 200)] * len(scenes)
+
+    def __len__(self):
+        return len(self.scenes)
+
+    def image(self, i):
+        image = np.zeros((160, 200, 3), np.uint8)
+        for class_id, (x1, y1, x2, y2) in self.scenes[i]:
+            image[y1:y2, x1:x2] = 10 * class_id
+        return image
+
+    def label(self, i):
+        label = np.zeros((160, 200), np.uint8)
+        for class_id, (x1, y1, x2, y2) in self.scenes[i]:
+            label[y1:y2, x1:x2] = class_id
+        return label
+
+    def instances(self, i, label=None):
+        out = []
+        for class_id, (x1, y1, x2, y2) in self.scenes[i]:
+            mask = np.zeros((160, 200), bool)
+            mask[y1:y2, x1:x2] = True
+            out.append(Instance(class_id, tight_box(mask), mask))
+        return out
+
+
+# a standing "person" (15) 30 x 90 px and a lying "train" (19) 120 x 30 px
+ELONGATED = [[(15, [30, 40, 60, 130])], [(19, [50, 60, 170, 90])], [(15, [120, 20, 150, 110])]]
+
+
+def _extent(label: np.ndarray, class_id: int) -> tuple[float, float]:
+    """(width, height) of a class's pixels through their centre row and column."""
+    rows, cols = np.nonzero(label == class_id)
+    cy, cx = int(round(rows.mean())), int(round(cols.mean()))
+    return float((label[cy] == class_id).sum()), float((label[:, cx] == class_id).sum())
+
+
+def test_stage1_windows_of_elongated_objects_are_square_hold_the_context_and_keep_the_aspect():
+    reader = _ElongatedReader(ELONGATED)
+    dataset = Stage1Dataset(reader, balance=False, train=False, crop_size=224)
+    assert len(dataset) == 3
+    for k in range(3):
+        class_id, (x1, y1, x2, y2) = ELONGATED[int(dataset.table.image_index[k])][0]
+        wx1, wy1, wx2, wy2 = dataset.table.boxes[k]
+        assert wx2 - wx1 == pytest.approx(wy2 - wy1)  # square
+        w, h = 1.2 * (x2 - x1), 1.2 * (y2 - y1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        assert wx1 <= cx - w / 2 + 1e-4 and wy1 <= cy - h / 2 + 1e-4  # holds the 1.2x box
+        assert wx2 >= cx + w / 2 - 1e-4 and wy2 >= cy + h / 2 - 1e-4
+        width, height = _extent(dataset[k]["label"].numpy(), class_id)
+        assert width / height == pytest.approx((x2 - x1) / (y2 - y1), rel=0.02)
+
+
+def test_a_perfect_proposal_of_a_1_to_3_object_becomes_a_stage2_example():
+    reader = _ElongatedReader(ELONGATED[:1])
+    box = np.array([[30, 40, 60, 130]], np.float32)  # exactly the person's box
+    dataset = Stage2Dataset(reader, {"img0": box}, balance=False, train=False, crop_size=224)
+    assert len(dataset) == 1 and dataset.proposal_table.class_id.tolist() == [15]
+    np.testing.assert_allclose(dataset.table.boxes[0], [-9, 31, 99, 139])  # centre (45, 85), side 108
+    width, height = _extent(dataset[0]["label"].numpy(), 15)
+    assert width / height == pytest.approx(1 / 3, rel=0.02)
+    # a proposal around the window of the box but not the box itself is judged by its own box
+    loose = np.array([[0, 40, 90, 130]], np.float32)  # IoU with the person 1/3
+    with pytest.raises(DataError, match="no stage-2 examples"):
+        Stage2Dataset(reader, {"img0": loose}, balance=False)
+
+
+def test_stage2_top_k_and_class_balance():
+    reader = _ElongatedReader(ELONGATED)
+    person_a, train, person_b = (np.array([s[0][1]], np.float32) for s in ELONGATED)
+    jitter = np.array([[1, 0, 1, 0]], np.float32)
+    proposals = {  # 6 person proposals, 2 train proposals, 1 miss
+        "img0": np.concatenate([person_a, person_a + jitter, person_a - jitter, [[0, 0, 10, 10]]]),
+        "img1": np.concatenate([train, train + jitter]),
+        "img2": np.concatenate([person_b, person_b + jitter, person_b - jitter]),
+    }
+    plain = Stage2Dataset(reader, proposals, balance=False)
+    assert np.bincount(plain.table.class_id, minlength=21)[[15, 19]].tolist() == [6, 2]
+    balanced = Stage2Dataset(reader, proposals, balance=True)
+    assert np.bincount(balanced.table.class_id, minlength=21)[[15, 19]].tolist() == [6, 6]
+    top2 = Stage2Dataset(reader, proposals, balance=False, top_k=2)
+    assert np.bincount(top2.table.class_id, minlength=21)[[15, 19]].tolist() == [4, 2]
+    mixed = Stage2Dataset(reader, proposals, balance=True, include_stage1=True)
+    # stage-1 part: person 2, train 1 -> balanced to 2 + 2; proposal part 6 + 6
+    assert np.bincount(mixed.table.class_id, minlength=21)[[15, 19]].tolist() == [8, 8]
 
 
 def test_window_leaving_the_image_is_padded(train_reader):
@@ -189,6 +305,8 @@ def test_no_instances_is_a_data_error():
         Stage1Dataset(reader)
     with pytest.raises(DataError, match="no stage-2 examples in split 'train'"):
         Stage2Dataset(reader, {"a": np.zeros((0, 4)), "b": np.zeros((0, 4))})
+    with pytest.raises(DataError, match="no stage-2 examples in split 'train'"):
+        Stage2Dataset(reader, {"a": np.zeros((0, 4)), "b": np.zeros((0, 4))}, include_stage1=True)
 
 
 def test_whole_images_keep_their_size_or_are_capped(train_reader):
@@ -231,3 +349,15 @@ def test_window_size_below_crop_size_is_refused(train_reader, train_index):
 
     with pytest.raises(UserError, match="data.window_size"):
         Stage1Dataset(train_reader, train_index, window_size=200, crop_size=224)
+
+
+def test_setup_logs_the_examples_per_stage_and_class(caplog):
+    reader = _ElongatedReader(ELONGATED)
+    proposals = {f"img{i}": np.array([scene[0][1]], np.float32) for i, scene in enumerate(ELONGATED)}
+    with caplog.at_level(logging.INFO, logger="deconvnet"):
+        Stage1Dataset(reader, balance=True)
+        Stage2Dataset(reader, proposals, balance=True, include_stage1=True)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "stage 1, split train: 4 examples (person 2, train 2)" in messages
+    assert "stage 2, split train: proposal windows 4 examples (person 2, train 2); 3 before balancing" in messages
+    assert "stage 2, split train: stage-1 windows 4 examples (person 2, train 2)" in messages

@@ -158,3 +158,75 @@ def test_cli_download_reports_errors(monkeypatch, served, capsys):
     monkeypatch.setitem(dl.ARCHIVES, "sbd", bad)
     assert main(["download", "sbd", "--root", str(served["root"])]) == 2
     assert "checksum mismatch" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the Structured Edge model
+
+
+def test_edge_model_entry():
+    spec = ARCHIVES["edge-model"]
+    assert spec.filename == "model.yml.gz" and spec.extracted is None
+    assert all("opencv/opencv_extra" in url and url.endswith("/4.x/testdata/cv/ximgproc/model.yml.gz")
+               for url in spec.urls)
+    assert spec.verify is dl.verify_structured_edge_model
+
+
+def _edge_spec(url: str) -> Archive:
+    real = ARCHIVES["edge-model"]
+    return Archive(urls=(url,), md5=None, filename=real.filename, extracted=None, verify=real.verify)
+
+
+def test_edge_model_download_over_file_url_is_verified_and_atomic(tmp_path, write_edge_model, capsys):
+    source = write_edge_model(tmp_path / "served" / "model.yml.gz")
+    root = tmp_path / "data" / "models"
+    spec = _edge_spec(source.as_uri())
+    target = download("edge-model", root, archives={"edge-model": spec})
+    assert target == root / "model.yml.gz" and target.read_bytes() == source.read_bytes()
+    assert sorted(p.name for p in root.iterdir()) == ["model.yml.gz"]  # no .part, no hidden copy
+    source.unlink()  # a second run only checks the file it has
+    assert download("edge-model", root, archives={"edge-model": spec}) == target
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_edge_model_that_does_not_load_is_deleted(tmp_path):
+    source = tmp_path / "served" / "model.yml.gz"
+    source.parent.mkdir()
+    source.write_bytes(b"<html>a 404 page saved under the model's name</html>")
+    root = tmp_path / "models"
+    with pytest.raises(DataError, match="not a Structured Edge model.*deleted"):
+        download("edge-model", root, archives={"edge-model": _edge_spec(source.as_uri())})
+    assert list(root.iterdir()) == []  # nothing half-written under any name
+    # a broken file already in place is reported, not silently kept as the model
+    (root / "model.yml.gz").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="delete it"):
+        download("edge-model", root, archives={"edge-model": _edge_spec(source.as_uri())})
+
+
+def test_edge_model_http_download_resumes(tmp_path, write_edge_model):
+    payload = write_edge_model(tmp_path / "served" / "model.yml.gz").read_bytes()
+    _RangeHandler.payload, _RangeHandler.ranges = payload, []
+    server = http.server.HTTPServer(("127.0.0.1", 0), _RangeHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        root = tmp_path / "models"
+        root.mkdir()
+        half = len(payload) // 2
+        (root / ".partial-model.yml.gz.part").write_bytes(payload[:half])
+        url = f"http://127.0.0.1:{server.server_port}/model.yml.gz"
+        target = download("edge-model", root, archives={"edge-model": _edge_spec(url)})
+    finally:
+        server.shutdown()
+        thread.join()
+    assert _RangeHandler.ranges == [f"bytes={half}-"]
+    assert target.read_bytes() == payload
+    assert sorted(p.name for p in root.iterdir()) == ["model.yml.gz"]
+
+
+def test_cli_offers_the_edge_model(monkeypatch, tmp_path, write_edge_model, capsys):
+    from deconvnet.cli import main
+
+    source = write_edge_model(tmp_path / "served" / "model.yml.gz")
+    monkeypatch.setitem(dl.ARCHIVES, "edge-model", _edge_spec(source.as_uri()))
+    assert main(["download", "edge-model", "--root", str(tmp_path / "models")]) == 0
+    assert (tmp_path / "models" / "model.yml.gz").is_file()

@@ -22,7 +22,7 @@ from deconvnet.data.proposals.cache import cache_path, read_cache
 from deconvnet.data.proposals.edges import edge_map, edge_orientation, gradient_edges
 from deconvnet.data.proposals.precompute import ensure_proposals, proposal_parameters
 from deconvnet.data.voc import VOCSegmentationIndex
-from deconvnet.data.windows import box_iou, clip_boxes, enlarge_boxes
+from deconvnet.data.windows import box_iou, clip_boxes
 from deconvnet.errors import DataError, UserError
 
 
@@ -47,6 +47,35 @@ def test_finalize_sorts_filters_min_size_and_keeps_top_k():
     # [0,0,10,80] is too thin; the one crossing x=0 is clipped to [0,0,30,60] (min side 30: kept)
     np.testing.assert_array_equal(out, [[0, 0, 60, 40], [10, 10, 90, 90], [0, 0, 30, 60]])
     assert generators.finalize(boxes, scores, 100, 100, min_size=200, top_k=50).shape == (0, 4)
+
+
+def test_min_size_applies_to_the_window_by_default():
+    """The official scripts skip extended boxes with min(w, h) < 112: a 100 x 40 box has a
+    120 x 120 window (kept), a 90 x 90 box a 108 x 108 one (dropped)."""
+    boxes = np.array([[100, 100, 200, 140], [100, 100, 190, 190], [0, 0, 20, 130]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    window = {"context_scale": 1.2, "square": True}
+    out = generators.finalize(boxes, scores, 500, 400, min_size=112, top_k=50, window=window)
+    np.testing.assert_array_equal(out, [[100, 100, 200, 140], [0, 0, 20, 130]])  # boxes, not windows
+    raw = generators.finalize(boxes, scores, 500, 400, min_size=112, top_k=50)  # min_size_on=box
+    assert len(raw) == 0
+    # extended boxes (windows already): no enlargement, not clipped to the image
+    extended = np.array([[-10, -10, 110, 110], [0, 0, 100, 100]], np.float32)
+    out = generators.finalize(extended, scores[:2], 90, 90, min_size=112, top_k=50,
+                              window={"context_scale": 1.0, "square": True}, clip=False)
+    np.testing.assert_array_equal(out, extended[:1])
+
+
+def test_generator_selection_follows_the_config(synthetic_voc, tmp_path):
+    gen = generators.build_generator(make_cfg(synthetic_voc, tmp_path))
+    assert gen.window == {"context_scale": 1.2, "square": True} and gen.clip
+    assert gen.selection()["min_size_on"] == "window"
+    gen = generators.build_generator(make_cfg(synthetic_voc, tmp_path, "data.proposals.min_size_on=box"))
+    assert gen.window is None and gen.selection()["min_size_on"] == "box"
+    gen = generators.build_generator(make_cfg(synthetic_voc, tmp_path, "data.proposals.extended=true"))
+    assert gen.window == {"context_scale": 1.0, "square": True} and not gen.clip
+    with pytest.raises(UserError, match="min_size_on"):
+        generators.build_generator(make_cfg(synthetic_voc, tmp_path, "data.proposals.min_size_on=edge"))
 
 
 # ---------------------------------------------------------------------------- generators
@@ -154,12 +183,12 @@ def test_file_generator_json_and_npz(tmp_path):
         generators.FileBoxes(str(bad)).check(reader)
 
 
-def test_ground_truth_oracle_returns_enlarged_instance_boxes(synthetic_voc):
+def test_ground_truth_oracle_returns_tight_instance_boxes(synthetic_voc):
     reader = VOCSegmentationIndex(synthetic_voc, "train")
-    oracle = generators.GroundTruthOracle(box_scale=1.2, jitters=2)
+    oracle = generators.GroundTruthOracle(jitters=2)
     boxes, scores = oracle.propose(reader, 0)
     instances = reader.instances(0)
-    expected = enlarge_boxes(np.stack([inst.box for inst in instances]), 1.2)
+    expected = np.stack([inst.box for inst in instances])  # the window rule adds the context
     assert len(boxes) == 3 * len(instances)
     np.testing.assert_allclose(boxes[: len(instances)], expected)
     assert np.all(scores[: len(instances)] == 1.0) and np.all(scores[len(instances):] < 1.0)
@@ -195,7 +224,8 @@ def test_cache_is_reused_and_recomputed_when_parameters_change(synthetic_voc, tm
         assert len(boxes) <= 50
         height, width = reader.sizes[i]
         np.testing.assert_array_equal(boxes, clip_boxes(boxes, width, height))
-        assert np.all(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= 16)
+        # the size rule measures the window (1.2 x the longer side, squared)
+        assert np.all(1.2 * np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= 16)
     cached = list(tmp_path.glob("val-ground_truth-*.npz"))
     assert len(cached) == 1 and not list(tmp_path.glob(".*tmp"))
 
@@ -280,7 +310,7 @@ def test_default_splits_are_training_validation_and_evaluation(synthetic_voc, tm
 
 
 def test_oracle_on_a_split_without_labels_and_unknown_method(synthetic_voc, tmp_path):
-    with pytest.raises(UserError, match="unknown method 'magic'"):
+    with pytest.raises(UserError, match="data.proposals.method=magic is not one of the allowed values"):
         generators.build_generator(make_cfg(synthetic_voc, tmp_path, "data.proposals.method=magic"))
     reader = _FakeReader(["x"], [(10, 10)])
     reader.has_labels = False
@@ -295,4 +325,76 @@ def test_proposals_for_an_arbitrary_image(synthetic_voc, tmp_path):
     cfg = make_cfg(synthetic_voc, tmp_path, "data.proposals.method=edgeboxes", "data.proposals.min_size=50")
     boxes = proposals_for_image(cfg, image)
     assert 0 < len(boxes) <= 50
-    assert np.all(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= 50)
+    assert np.all(1.2 * np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= 50)
+
+
+# ---------------------------------------------------------------- edges: the model or the fallback
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    monkeypatch.setattr(generators, "_warned_no_edge_model", set())
+
+
+def _root_with_voc(synthetic_voc: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "VOCdevkit").symlink_to(synthetic_voc / "VOCdevkit")
+    return root
+
+
+def test_missing_edge_model_falls_back_with_one_warning(synthetic_voc, tmp_path, caplog, fresh_warnings):
+    root = _root_with_voc(synthetic_voc, tmp_path)
+    cfg = make_cfg(root, tmp_path / "cache", "data.proposals.method=edgeboxes")
+    assert cfg.data.proposals.edge_model == "auto"
+    with caplog.at_level(logging.WARNING, logger="deconvnet"):
+        first = generators.build_generator(cfg)
+        generators.build_generator(cfg)
+        source = generators.edge_source(cfg)
+    warnings = [r for r in caplog.records if "Structured Edge model" in r.getMessage()]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert str(root / "models" / "model.yml.gz") in message
+    assert f"deconvnet download edge-model --root {root / 'models'}" in message
+    assert isinstance(first, generators.EdgeBoxes) and first.edge_model is None
+    assert source.startswith("EdgeBoxes on gradient edges")
+    # the cache records the edges the boxes came from
+    _, path = ensure_proposals(cfg, "val")
+    with np.load(path) as data:
+        meta = json.loads(str(data["meta"]))
+    assert meta["parameters"]["edges"].startswith("gradient edges")
+
+    caplog.clear()
+    quiet = make_cfg(root, tmp_path / "cache", "data.proposals.method=edgeboxes", "data.proposals.edge_model=null")
+    with caplog.at_level(logging.WARNING, logger="deconvnet"):
+        assert generators.build_generator(quiet).edge_model is None
+    assert not caplog.records  # null: the fallback by choice, no warning
+
+    other = make_cfg(root, tmp_path / "cache", "data.proposals.method=edgeboxes",
+                     "data.proposals.edge_fallback=selective_search")
+    assert isinstance(generators.build_generator(other), generators.SelectiveSearch)
+    assert generators.edge_source(other).startswith("selective search (fallback")
+    with pytest.raises(UserError, match="edge_fallback"):
+        generators.build_generator(make_cfg(root, tmp_path, "data.proposals.method=edgeboxes",
+                                            "data.proposals.edge_model=null", "data.proposals.edge_fallback=canny"))
+
+
+def test_edge_model_in_the_data_root_is_used(synthetic_voc, tmp_path, caplog, fresh_warnings, write_edge_model):
+    root = _root_with_voc(synthetic_voc, tmp_path)
+    model = write_edge_model(root / "models" / "model.yml.gz")
+    cfg = make_cfg(root, tmp_path / "cache", "data.proposals.method=edgeboxes")
+    with caplog.at_level(logging.WARNING, logger="deconvnet"):
+        generator = generators.build_generator(cfg)
+    assert not caplog.records
+    assert generator.edge_model == str(model)
+    assert generator.parameters()["edges"].startswith("structured edges (model.yml.gz")
+    assert generators.edge_source(cfg).startswith("EdgeBoxes on structured edges")
+    image, _ = _rectangle_image()
+    boxes, scores = generator.propose_image(image)  # the tiny forest finds no edges: no boxes
+    assert boxes.shape == (0, 4) and scores.shape == (0,)
+    # a model file OpenCV cannot load is a user error naming the file
+    bad = tmp_path / "bad" / "model.yml.gz"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a model")
+    with pytest.raises(UserError, match="bad/model.yml.gz.*download edge-model"):
+        generators.EdgeBoxes(edge_model=str(bad)).propose_image(image)

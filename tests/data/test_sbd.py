@@ -21,6 +21,21 @@ def _list(root: Path, split: str) -> list[str]:
     return (root / VOC / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
 
 
+def write_annotation(root: Path, image_id: str, class_mask: np.ndarray,
+                     instance_mask: np.ndarray, categories: list[int]) -> None:
+    """cls/<id>.mat and inst/<id>.mat in SBD's structure (MATLAB v5, as SBD ships them)."""
+    present = np.unique(class_mask[class_mask > 0]).astype(np.uint8)
+    for kind, struct in (
+        ("cls", {"GTcls": {"Segmentation": np.asarray(class_mask, np.uint8),
+                           "CategoriesPresent": present}}),
+        ("inst", {"GTinst": {"Segmentation": np.asarray(instance_mask, np.uint8),
+                             "Categories": np.asarray(categories, np.uint8).reshape(-1, 1)}}),
+    ):
+        target = sbd.sbd_folder(root) / kind / f"{image_id}.mat"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scipy.io.savemat(target, struct, do_compression=True)
+
+
 def _sbd_masks_from(root: Path, image_id: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """SBD-style masks (no void) made from a synthetic image's VOC masks."""
     classes = read_index_png(root / VOC / "SegmentationClass" / f"{image_id}.png")
@@ -46,11 +61,11 @@ def with_sbd(synthetic_voc: Path, tmp_path: Path) -> dict:
         target = voc / "JPEGImages" / f"{new}.jpg" if new == "sbd_000001" else sbd.image_path(root, new)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(voc / "JPEGImages" / f"{source}.jpg", target)
-        sbd.write_annotation(root, new, *_sbd_masks_from(root, source))
+        write_annotation(root, new, *_sbd_masks_from(root, source))
     # SBD also annotates VOC ids; for VOC train ids VOC's own masks (with void) must win
     blank = np.zeros_like(read_index_png(voc / "SegmentationClass" / f"{train[0]}.png"))
     for image_id in train[:6] + val[:2]:
-        sbd.write_annotation(root, image_id, blank, blank, [])
+        write_annotation(root, image_id, blank, blank, [])
     sbd_train = train[:4] + val[:1] + new_ids[:2]
     sbd_val = train[4:6] + val[1:2] + new_ids[2:]
     folder = sbd.sbd_folder(root)
@@ -63,12 +78,12 @@ def with_sbd(synthetic_voc: Path, tmp_path: Path) -> dict:
 def test_mat_round_trip(tmp_path):
     classes = np.array([[0, 0, 3], [0, 15, 15]], dtype=np.uint8)
     objects = np.array([[0, 0, 1], [0, 2, 2]], dtype=np.uint8)
-    sbd.write_annotation(tmp_path, "x", classes, objects, [3, 15])
+    write_annotation(tmp_path, "x", classes, objects, [3, 15])
     assert np.array_equal(sbd.read_class_mask(sbd.class_mask_path(tmp_path, "x")), classes)
     seg, categories = sbd.read_instance_mask(sbd.instance_mask_path(tmp_path, "x"))
     assert np.array_equal(seg, objects) and categories.tolist() == [3, 15]
     # one instance: MATLAB files squeeze Categories to a scalar; still a list of one
-    sbd.write_annotation(tmp_path, "y", classes, (objects > 0).astype(np.uint8), [7])
+    write_annotation(tmp_path, "y", classes, (objects > 0).astype(np.uint8), [7])
     assert sbd.read_instance_mask(sbd.instance_mask_path(tmp_path, "y"))[1].tolist() == [7]
 
 
@@ -96,6 +111,20 @@ def test_train_aug_composition(with_sbd):
     for image_id in d["train"][:6]:  # VOC train ids keep VOC's masks (void borders, objects)
         i = index.index_of[image_id]
         assert (index.label(i) == 255).any() and len(index.instances(i)) >= 1
+
+
+def test_trainval_aug_holds_nothing_out(with_sbd):
+    """The test-server training set: VOC trainval + SBD train/val, VOC's masks where VOC has them."""
+    d = with_sbd
+    index = VOCSegmentationIndex(d["root"], "trainval_aug")
+    expected = set(d["train"]) | set(d["val"]) | set(d["sbd_train"]) | set(d["sbd_val"])
+    assert index.ids == sorted(expected)
+    assert len(index) == len(d["train"]) + len(d["val"]) + 3
+    for image_id in d["val"][:2] + d["train"][:2]:  # SBD's blank masks for these must not win
+        i = index.index_of[image_id]
+        assert (index.label(i) == 255).any() and len(index.instances(i)) >= 1
+    i = index.index_of["sbd_000003"]  # an SBD-only id: masks from the .mat files
+    assert np.array_equal(index.label(i), _sbd_masks_from(d["root"], d["sources"]["sbd_000003"])[0])
 
 
 def test_train_aug_without_sbd_says_how_to_get_it(synthetic_voc):
@@ -137,7 +166,7 @@ def test_broken_mat_files_are_named(with_sbd):
     assert str(wrong) in str(err.value)
 
     small = sbd.class_mask_path(root, "sbd_000002")
-    sbd.write_annotation(root, "sbd_000002", np.zeros((5, 5), np.uint8), np.zeros((5, 5), np.uint8), [])
+    write_annotation(root, "sbd_000002", np.zeros((5, 5), np.uint8), np.zeros((5, 5), np.uint8), [])
     with pytest.raises(DataError, match="5x5") as err:
         index.label(index.index_of["sbd_000002"])
     assert str(small) in str(err.value)

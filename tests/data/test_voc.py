@@ -118,7 +118,7 @@ def test_unknown_split_lists_the_available_ones(synthetic_voc):
     with pytest.raises(DataError) as err:
         VOCSegmentationIndex(synthetic_voc, "tain")
     assert "'tain'" in str(err.value)
-    for name in ("train", "val", "trainval", "train_aug"):
+    for name in ("train", "val", "trainval", "train_aug", "trainval_aug"):
         assert name in str(err.value)
 
 
@@ -176,7 +176,11 @@ def test_colour_mask_instead_of_palette(voc_copy):
     index = VOCSegmentationIndex(voc_copy, "val")
     with pytest.raises(DataError, match="palette") as err:
         index.label(0)
-    assert str(path) in str(err.value)
+    message = str(err.value)
+    # what the file is, what is expected, the path once, and not called corrupt
+    assert message.count(str(path)) == 1
+    assert "is an RGB colour image" in message and "corrupt" not in message
+    assert "0..20 and 255" in message and "\n" not in message
 
 
 def test_corrupt_images_are_named(voc_copy):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from deconvnet.config import load_config
 from deconvnet.data.windows import (
-    Window,
     box_iou,
     clip_boxes,
     crop_boxes_batched,
@@ -16,8 +16,10 @@ from deconvnet.data.windows import (
     enlarge_boxes,
     make_windows,
     square_boxes,
+    window_params,
     windows_to_rois,
 )
+from deconvnet.errors import UserError
 
 
 def test_box_iou_known_values_and_matrix_shape():
@@ -35,13 +37,85 @@ def test_square_enlarge_clip():
     np.testing.assert_allclose(square_boxes(box), [[0, 20, 40, 60]])
     np.testing.assert_allclose(enlarge_boxes(box, 1.5), [[5, 10, 35, 70]])
     np.testing.assert_allclose(clip_boxes([[-5, -3, 120, 50]], 100, 40), [[0, 0, 100, 40]])
-    # squared first, then enlarged: a square around the same centre
-    w = make_windows(box, scale=1.2, square=True)[0]
-    assert w[2] - w[0] == pytest.approx(48) and w[3] - w[1] == pytest.approx(48)
-    assert (w[0] + w[2]) / 2 == pytest.approx(20) and (w[1] + w[3]) / 2 == pytest.approx(40)
-    win = Window.around([10, 20, 30, 60], scale=1.2, square=True)
-    np.testing.assert_allclose(win.box, w)
-    assert win.width == pytest.approx(48) and win.height == pytest.approx(48)
+
+
+def _expected_window(box, scale: float) -> list[float]:
+    """The paper's rule written out: side = scale x the longer side, same centre."""
+    x1, y1, x2, y2 = box
+    cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, scale * max(x2 - x1, y2 - y1) / 2
+    return [cx - half, cy - half, cx + half, cy + half]
+
+
+@pytest.mark.parametrize("box", [[10, 20, 30, 80], [5, 40, 95, 55], [-8, 3, 12, 9], [7.5, 2.25, 33.5, 20.0]])
+def test_window_rule_is_the_square_holding_the_enlarged_box(box):
+    """Elongated boxes (1:3, 6:1, ...): the window is square, holds the 1.2x box, same centre."""
+    window = make_windows(np.array([box], np.float32), context_scale=1.2, square=True)[0]
+    np.testing.assert_allclose(window, _expected_window(box, 1.2), rtol=1e-5, atol=1e-4)
+    x1, y1, x2, y2 = box
+    w, h = (x2 - x1) * 1.2, (y2 - y1) * 1.2
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    enlarged = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+    assert window[2] - window[0] == pytest.approx(window[3] - window[1])
+    assert window[0] <= enlarged[0] + 1e-4 and window[1] <= enlarged[1] + 1e-4
+    assert window[2] >= enlarged[2] - 1e-4 and window[3] >= enlarged[3] - 1e-4
+    # not squared: the enlarged box itself; no context: the box (extended windows as they are)
+    np.testing.assert_allclose(make_windows([box], 1.2, square=False)[0], enlarged, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(make_windows([box], 1.0, square=False)[0], box, rtol=1e-6)
+
+
+def test_window_params_from_config():
+    cfg = load_config()
+    assert window_params(cfg.data) == {"context_scale": 1.2, "square": True}
+    assert window_params(cfg.data, proposals=True) == {"context_scale": 1.2, "square": True}
+    ext = load_config(None, ["data.proposals.extended=true", "data.square_windows=false"])
+    assert window_params(ext.data) == {"context_scale": 1.2, "square": False}  # GT boxes: context
+    assert window_params(ext.data, proposals=True) == {"context_scale": 1.0, "square": False}
+    with pytest.raises(UserError, match="data.context_scale"):  # the schema checks it
+        load_config(None, ["data.context_scale=0"])
+
+
+def _elongated_object(height: int, width: int, box) -> np.ndarray:
+    image = np.zeros((height, width, 3), np.uint8)
+    x1, y1, x2, y2 = box
+    image[y1:y2, x1:x2] = 255
+    return image
+
+
+@pytest.mark.parametrize("box", [[60, 20, 90, 110], [10, 70, 190, 100]])  # 1:3 and 6:1 objects
+def test_object_aspect_ratio_survives_the_window_resize(box):
+    """Cut by the rule and resized to a square, a 1:3 object stays 1:3 (within 2%), in the cv2
+    (training) cut and in the roi_align (inference) cut alike."""
+    image = _elongated_object(140, 200, box)
+    window = make_windows(np.array([box], np.float32), 1.2, True)[0]
+    cv_cut, _ = cut_window(image, window, 100)
+    torch_cut = crop_boxes_batched(torch.from_numpy(image.transpose(2, 0, 1).copy())[None].float(),
+                                   [window[None]], 100)[0].numpy().transpose(1, 2, 0)
+    true_ratio = (box[2] - box[0]) / (box[3] - box[1])
+    for cut in (cv_cut.astype(np.float32), torch_cut):
+        mass = cut[:, :, 0] / 255.0
+        # object extent through its centre row / column, to sub-pixel precision (bilinear)
+        width = mass[mass.shape[0] // 2].sum()
+        height = mass[:, mass.shape[1] // 2].sum()
+        assert width / height == pytest.approx(true_ratio, rel=0.02)
+    # without squaring the object is squashed to the window's aspect: the ratio is lost
+    squashed, _ = cut_window(image, make_windows([box], 1.2, False)[0], 100)
+    mass = squashed[:, :, 0] / 255.0
+    assert mass[50].sum() / mass[:, 50].sum() == pytest.approx(1.0, rel=0.05)
+
+
+def test_training_and_inference_cut_the_same_pixels_for_rule_windows():
+    """The cv2 path (training) and roi_align (inference) give the same crop for the same box
+    through the same rule, also where the square window leaves the image."""
+    image = _smooth_image(96, 128, seed=3)
+    boxes = np.array([[50, 10, 70, 70], [0, 40, 100, 60], [100, 60, 125, 95]], np.float32)  # 1:3, 5:1, border
+    windows = make_windows(boxes, 1.2, True)
+    assert (windows[:, :2] < 0).any() or (windows[:, 2:] > [128, 96]).any()  # some leave the image
+    batch = torch.from_numpy(image.transpose(2, 0, 1).copy())[None]
+    crops = crop_boxes_batched(batch, [windows], 40).numpy().transpose(0, 2, 3, 1)
+    for window, crop in zip(windows, crops):
+        expected, _ = cut_window(image, window, 40)
+        diff = np.abs(expected - crop)
+        assert diff.max() < 3.0 and diff.mean() < 0.3, (window, diff.max(), diff.mean())
 
 
 def test_cut_identity_when_box_matches_output_size():
@@ -57,7 +131,7 @@ def test_cut_pads_image_with_0_and_label_with_255():
     image = np.full((40, 40, 3), 200, np.uint8)
     label = np.full((40, 40), 7, np.uint8)
     # a 60 x 60 window whose top-left 20 x 20 part lies outside the image, at scale 1
-    out_image, out_label = Window(-20, -20, 40, 40).cut(image, label, out_size=60)
+    out_image, out_label = cut_window(image, [-20, -20, 40, 40], 60, label)
     assert out_image.shape == (60, 60, 3) and out_label.shape == (60, 60)
     assert (out_image[:19, :] == 0).all() and (out_image[:, :19] == 0).all()
     assert (out_label[:20, :] == 255).all() and (out_label[:, :20] == 255).all()

@@ -26,7 +26,7 @@ def checkpoints(tiny_checkpoints) -> dict[str, Path]:
 
 def _args(root: Path, out: Path, checkpoints: dict[str, Path], *extra: str) -> list[str]:
     return [
-        f"data.root={root}", "eval.split=val", f"output_dir={out}",
+        f"data.root={root}", "data.synthetic=null", "eval.split=val", f"output_dir={out}",
         f"eval.deconvnet_checkpoint={checkpoints['deconvnet']}",
         f"eval.fcn_checkpoint={checkpoints['fcn8s']}",
         f"data.proposals.cache_dir={out}/proposals", "data.proposals.min_size=16",
@@ -56,6 +56,9 @@ def test_eval_writes_the_table1_files_and_an_offline_wandb_run(synthetic_voc, ch
     assert f"outputs in {out}" in printed and "iou_chart.png" in printed and "overlays/" in printed
     assert f"wandb sync {runs[0]}" in printed
     run = read_offline_run(runs[0])
+    # which proposals (and edges) made DeconvNet's windows: in results.md and the W&B config
+    assert "DeconvNet proposals: EdgeBoxes on gradient edges" in (out / "results.md").read_text()
+    assert run["config"]["proposal_source"].startswith("EdgeBoxes on gradient edges")
     logged = {key: value for step in run["history"] for key, value in step.items()}
     assert logged["eval/EDeconvNet+CRF/mIoU"] == pytest.approx(rows["EDeconvNet+CRF"][-1], abs=0.05)
     assert logged["eval/per_class_iou/_type"] == "table-file"

@@ -95,12 +95,14 @@ def test_crop_forward_paste_round_trip_is_identity_at_scale_one():
 
 def test_inference_windows_top_k_square_and_whole_image_fallback():
     proposals = np.array([[10, 10, 30, 20], [0, 0, 50, 40], [5, 5, 25, 25]], np.float32)
-    top = inference_windows(proposals, height=40, width=50, num_proposals=2, square=True)
+    top = inference_windows(proposals, height=40, width=50, num_proposals=2, context_scale=1.0, square=True)
     assert top.shape == (2, 4)
     np.testing.assert_allclose(top[0], [10, 5, 30, 25])  # squared around the centre (20, 15)
     np.testing.assert_allclose(top[1], [0, -5, 50, 45])
-    raw = inference_windows(proposals, height=40, width=50, num_proposals=5, square=False)
+    # the default: the training rule, x1.2 then square (side 1.2 x 20 = 24 around (20, 15))
+    np.testing.assert_allclose(inference_windows(proposals, 40, 50, 1)[0], [8, 3, 32, 27], rtol=1e-6)
+    raw = inference_windows(proposals, height=40, width=50, num_proposals=5, context_scale=1.0, square=False)
     np.testing.assert_allclose(raw, proposals)
     for empty in (None, np.zeros((0, 4), np.float32)):
-        whole = inference_windows(empty, height=40, width=50, num_proposals=50, square=False)
+        whole = inference_windows(empty, height=40, width=50, num_proposals=50, context_scale=1.0, square=False)
         np.testing.assert_allclose(whole, [[0, 0, 50, 40]])

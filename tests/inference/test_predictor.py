@@ -42,7 +42,8 @@ def test_uncovered_pixels_fall_back_to_uniform_then_background():
         out[:, 5] = 3.0
         return out
 
-    predictor = EnsemblePredictor(deconvnet=network_module(network), input_size=8, window_square=False)
+    predictor = EnsemblePredictor(deconvnet=network_module(network), input_size=8, window_scale=1.0,
+                                  window_square=False)
     image = torch.zeros(1, 3, 20, 20, dtype=torch.uint8)
     probs = predictor(image, proposals=torch.tensor([[0.0, 0.0, 10.0, 10.0]]).numpy())["DeconvNet"]
     labels = probs.argmax(0)

@@ -14,7 +14,7 @@ from deconvnet.data.imageio import write_index_png
 from deconvnet.errors import DataError
 from deconvnet.inference.score import score_folders
 from deconvnet.inference.submission import make_archive, method_slug, write_prediction
-from deconvnet.metrics import results_header
+from deconvnet.metrics import read_results_csv, results_header
 
 DEMO_EVAL = str(Path(__file__).resolve().parents[2] / "experiments" / "demo" / "eval.yaml")
 
@@ -127,3 +127,77 @@ def test_eval_without_networks_or_with_a_missing_checkpoint_says_which_key(tmp_p
     err = capsys.readouterr().err
     assert code == 2 and f"eval.fcn_checkpoint={tmp_path}/nope.ckpt: no such checkpoint" in err
     assert not out.exists()  # nothing written before the inputs are known to be usable
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _voc_tree_with_val_predictions(base: Path, seed: int = 1):
+    """``base/data/VOCdevkit/VOC2012`` with 5 ground-truth PNGs (val lists 2 of them) and
+    ``base/my_pngs`` holding predictions for the val ids only; returns the val pairs."""
+    (base / "tmp").mkdir()
+    pred_dir, gt_tmp, pairs = _folders(base / "tmp", count=5, seed=seed)
+    voc = base / "data" / "VOCdevkit" / "VOC2012"
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    gt_tmp.rename(voc / "SegmentationClass")
+    val = ["0001", "0003"]
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(val) + "\n")
+    (base / "my_pngs").mkdir()
+    val_pairs = []
+    for image_id in val:  # no bottle (5) in val: a class absent from both
+        pred, gt = (np.where(a == 5, 0, a).astype(np.uint8) for a in pairs[int(image_id)])
+        write_index_png(voc / "SegmentationClass" / f"{image_id}.png", gt)
+        write_index_png(base / "my_pngs" / f"{image_id}.png", pred)
+        val_pairs.append((pred, gt))
+    return val_pairs
+
+
+def test_the_readme_score_example_works_as_written(tmp_path, monkeypatch, capsys):
+    lines = [line.split("#")[0].split() for line in README.read_text().splitlines()
+             if line.startswith("deconvnet score ")]
+    assert len(lines) == 1, "the README has one `deconvnet score` example"
+    val_pairs = _voc_tree_with_val_predictions(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(lines[0][1:]) == 0, capsys.readouterr().err
+    row = read_results_csv(tmp_path / "my_pngs" / "results.csv")["score"]
+    expected = _direct_iou(val_pairs)  # only the two val images
+    np.testing.assert_allclose(row[:-1], expected, atol=0.05, equal_nan=True)
+    out = capsys.readouterr().out
+    assert "2 images scored" in out
+    assert np.isnan(expected[5]) and np.sum(np.isnan(expected)) == 1  # bottle only
+    assert "nan: a class in neither the ground truth nor the predictions; the mean is over the " \
+           "other 20 classes" in out
+
+
+def test_score_limited_by_an_ids_file_or_a_split(tmp_path, capsys):
+    val_pairs = _voc_tree_with_val_predictions(tmp_path)
+    voc = tmp_path / "data" / "VOCdevkit" / "VOC2012"
+    gt, pred = voc / "SegmentationClass", tmp_path / "my_pngs"
+    # without a filter every ground-truth PNG needs a prediction, and the error says how to filter
+    assert main(["score", "--pred", str(pred), "--gt", str(gt)]) == 2
+    assert "--split/--ids" in capsys.readouterr().err
+    ids = tmp_path / "ids.txt"
+    ids.write_text("0003\n\n0001\n")
+    row = score_folders(pred, gt, tmp_path / "a", ids=["0001", "0003"])["score"]
+    np.testing.assert_allclose(row[:-1], _direct_iou(val_pairs), atol=1e-9)
+    assert main(["score", "--pred", str(pred), "--gt", str(gt), "--ids", str(ids),
+                 "--out", str(tmp_path / "b")]) == 0
+    np.testing.assert_allclose(read_results_csv(tmp_path / "b" / "results.csv")["score"], row,
+                               atol=0.05, equal_nan=True)
+    capsys.readouterr()
+    # mistakes give one line naming what to fix
+    for args, needle in (
+        (["--split", "val"], "--split val needs --root"),
+        (["--root", str(tmp_path / "data")], "--root is only used with --split"),
+        (["--split", "train", "--root", str(tmp_path / "data")],
+         "split list of --split train not found"),
+        (["--ids", str(tmp_path / "none.txt")], "--ids file not found"),
+    ):
+        assert main(["score", "--pred", str(pred), "--gt", str(gt), *args]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+    ids.write_text("0001\n0002\n")  # 0002 has ground truth but no prediction
+    with pytest.raises(DataError, match=r"missing prediction .*0002\.png"):
+        score_folders(pred, gt, ids=["0001", "0002"])
+    with pytest.raises(DataError, match=r"no ground truth .*0009\.png"):
+        score_folders(pred, gt, ids=["0001", "0009"])

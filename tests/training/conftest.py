@@ -42,6 +42,7 @@ def tiny(synthetic_voc: Path, tmp_path: Path) -> Callable[..., list[str]]:
             "name": name,
             "output_dir": tmp_path / name,
             "data.root": synthetic_voc,
+            "data.synthetic": None,  # the demo recipes name their own set; this is another one
             "data.train_split": "train",
             "data.val_split": "val",
             "data.batch_size": 4,

@@ -1,9 +1,10 @@
 """The LightningModule around an injected network: normalisation on the device, channels_last."""
 
+import pytest
 import torch
 
 from deconvnet.config import load_config
-from deconvnet.models import DeconvNet, InputNormalizer
+from deconvnet.models import DeconvNet, FCN8s, InputNormalizer
 from deconvnet.training.segmentation_module import MODULES, DeconvNetModule, FCN8sModule
 
 TINY = ["model.width=0.0625", "model.input_size=64", "model.pretrained=none"]
@@ -15,8 +16,13 @@ def _module(*overrides: str, seed: int = 0) -> DeconvNetModule:
     return DeconvNetModule(DeconvNet(21, 64, 0.0625), cfg)
 
 
-def test_modules_by_task():
+def test_modules_by_task_each_train_their_own_network():
     assert MODULES == {"deconvnet": DeconvNetModule, "fcn8s": FCN8sModule}
+    cfg = load_config(None, TINY)
+    with pytest.raises(TypeError, match="FCN8sModule trains a FCN8s, got a DeconvNet"):
+        FCN8sModule(DeconvNet(21, 64, 0.0625), cfg)
+    with pytest.raises(TypeError, match="DeconvNetModule trains a DeconvNet, got a FCN8s"):
+        DeconvNetModule(FCN8s(21, 0.0625), cfg)
 
 
 def test_uint8_batches_are_normalised_inside_the_module():

@@ -19,7 +19,7 @@ def _groups_by_name(net, optim_cfg):
     return {g["name"]: g for g in parameter_groups(net, optim_cfg)}
 
 
-def test_biases_get_twice_the_lr_and_no_decay_bn_gets_no_decay():
+def test_biases_get_twice_the_lr_and_no_decay_bn_is_decayed_like_weights():
     cfg = load_config()  # the paper's solver
     net = DeconvNet(num_classes=21, input_size=64, width=0.0625)
     groups = _groups_by_name(net, cfg.optim)
@@ -27,7 +27,8 @@ def test_biases_get_twice_the_lr_and_no_decay_bn_gets_no_decay():
 
     assert groups["weights"]["lr"] == 0.01 and groups["weights"]["weight_decay"] == 0.0005
     assert groups["biases"]["lr"] == pytest.approx(0.02) and groups["biases"]["weight_decay"] == 0.0
-    assert groups["norm"]["lr"] == 0.01 and groups["norm"]["weight_decay"] == 0.0
+    # Caffe's default decay_mult 1: the official BN layers declare no param block
+    assert groups["norm"]["lr"] == 0.01 and groups["norm"]["weight_decay"] == 0.0005
     # every trainable parameter in exactly one group, and in the right one
     assert sum(len(s) for s in ids.values()) == len({id(p) for p in net.parameters()})
     assert id(net.classifier.bias) in ids["biases"] and id(net.classifier.weight) in ids["weights"]
@@ -35,6 +36,26 @@ def test_biases_get_twice_the_lr_and_no_decay_bn_gets_no_decay():
     assert {id(bn.weight), id(bn.bias)} <= ids["norm"]
     deconv = net.decoder[0].deconv5_1
     assert id(deconv.bias) in ids["biases"] and id(deconv.weight) in ids["weights"]
+
+
+@pytest.mark.parametrize(("override", "expected"), [("optim.bn_weight_decay=0", 0.0),
+                                                   ("optim.bn_weight_decay=0.002", 0.002),
+                                                   ("optim.weight_decay=0.003", 0.003)])
+def test_bn_weight_decay_option(override, expected):
+    cfg = load_config(None, [override])
+    groups = _groups_by_name(DeconvNet(num_classes=21, input_size=64, width=0.0625), cfg.optim)
+    assert groups["norm"]["weight_decay"] == pytest.approx(expected)
+    assert groups["weights"]["weight_decay"] == pytest.approx(cfg.optim.weight_decay)
+    # the decay reaches the optimiser: one SGD step moves a BN scale with zero gradient
+    net = DeconvNet(num_classes=21, input_size=64, width=0.0625)
+    optimizer = build_optimizer(net, cfg.optim)
+    bn = net.fc6.bnfc6
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    before = bn.weight.detach().clone()
+    optimizer.step()
+    lr = cfg.optim.lr
+    torch.testing.assert_close(bn.weight.detach(), before * (1 - lr * expected))
 
 
 def test_frozen_upsamplers_are_left_out():

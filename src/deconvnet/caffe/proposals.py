@@ -12,7 +12,7 @@ K x 4 ``[x1, y1, x2, y2]``, 0-based, x2/y2 exclusive, original image frame, file
 the ranking): ``x1 = bx1 - 1 - H``, ``x2 = bx2 - H``, ``y1 = by1 - 1 - W``, ``y2 = by2 - W``.
 Use it with ``data.proposals.method=file``, ``data.proposals.file=<npz>`` and
 ``data.proposals.extended=true`` (windows are neither clipped nor enlarged again) and
-``eval.window_square=false`` (they are cut as they are, as the official script does).
+``data.square_windows=false`` (they are cut as they are, as the official script does).
 MATLAB v5/v7 files are read with scipy, v7.3 (HDF5) files with h5py.
 """
 

@@ -31,6 +31,13 @@ NUM_CLASSES = len(VOC_CLASSES)  # 21: background + 20 object classes
 IGNORE_INDEX = 255  # "void": object borders and hard regions, excluded from loss and scores
 
 
+def class_names(num_classes: int = NUM_CLASSES) -> list[str]:
+    """The VOC class names for 21 classes, ``class<i>`` for any other number of classes."""
+    if num_classes == NUM_CLASSES:
+        return list(VOC_CLASSES)
+    return [f"class{i}" for i in range(num_classes)]
+
+
 def _voc_colormap(entries: int = 256) -> list[int]:
     """The VOC devkit's colour map (VOClabelcolormap.m): bits of the index spread over R, G, B."""
     flat = []

@@ -32,18 +32,35 @@ from deconvnet.data.datasets import (
 )
 from deconvnet.data.official import data_source, official_datasets
 from deconvnet.data.samplers import EvalDistributedSampler, distributed_context
+from deconvnet.data.windows import window_params
 from deconvnet.errors import UserError
 
 
-def batch_plan(global_batch: int, world_size: int, per_device: int | None = None) -> tuple[int, int]:
+def batch_plan(global_batch: int, world_size: int, per_device: int | None = None,
+               min_per_device: int = 1, why: str = "") -> tuple[int, int]:
     """(per-device batch, gradient accumulation steps) so that
     per_device x world_size x accumulation == global_batch.
 
     per_device None: global_batch / world_size, no accumulation. Raises UserError when the
-    numbers do not divide.
+    numbers do not divide, or when a device would get fewer than ``min_per_device`` examples
+    (``why`` says what needs them); the message names the key to change.
     """
     if global_batch < 1 or world_size < 1:
         raise UserError(f"data.batch_size ({global_batch}) and the number of devices ({world_size}) must be >= 1")
+    if per_device is not None and int(per_device) < min_per_device:
+        raise UserError(
+            f"data.per_device_batch_size={per_device} is fewer than the {min_per_device} examples per "
+            f"device that {why or 'training'} needs; raise data.per_device_batch_size to "
+            f"{min_per_device} or more (or unset it: data.per_device_batch_size=null)"
+        )
+    if per_device is None and global_batch < min_per_device * world_size:
+        fewer = " or use fewer devices (trainer.devices)" if world_size > 1 else ""
+        raise UserError(
+            f"data.batch_size={global_batch} (the global batch) over {world_size} device(s) gives "
+            f"{global_batch // world_size} example(s) per device, fewer than the {min_per_device} "
+            f"that {why or 'training'} needs; raise data.batch_size to {min_per_device * world_size} "
+            f"or more{fewer}"
+        )
     if per_device is None:
         if global_batch % world_size:
             raise UserError(
@@ -63,9 +80,12 @@ def batch_plan(global_batch: int, world_size: int, per_device: int | None = None
 
 
 def open_split(cfg, split: str):
-    """The reader of one split of cfg.data.root (checks lists, files and sizes once)."""
+    """The reader of one split of cfg.data.root (checks lists, files and sizes once); a
+    recipe's synthetic set (cfg.data.synthetic) is made first when missing."""
+    from deconvnet.data.synthetic import ensure_synthetic
     from deconvnet.data.voc import VOCSegmentationIndex
 
+    ensure_synthetic(cfg)
     return VOCSegmentationIndex(cfg.data.root, split)
 
 
@@ -143,35 +163,48 @@ class Stage1DataModule(_DeconvNetData):
         if self.val_set is None and stage in (None, "fit", "validate"):
             reader = open_split(self.cfg, data.val_split)
             self.val_set = Stage1Dataset(
-                reader, InstanceIndex.build(reader), box_scale=data.box_scale, balance=False,
+                reader, InstanceIndex.build(reader), **window_params(data), balance=False,
                 train=False, window_size=data.window_size, crop_size=data.crop_size)
 
     def _training_set(self, reader, index: InstanceIndex) -> Dataset:
         data = self.cfg.data
-        return Stage1Dataset(reader, index, box_scale=data.box_scale, balance=data.balance_classes,
+        return Stage1Dataset(reader, index, **window_params(data), balance=data.balance_classes,
                              train=True, window_size=data.window_size, crop_size=data.crop_size,
                              seed=int(self.cfg.seed))
 
 
+def training_proposal_config(cfg):
+    """``cfg`` with data.proposals.top_k = data.proposals.train_top_k: the proposal cache
+    stage 2 reads (the same file as evaluation's when the two numbers agree)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(cfg, {"data": {"proposals": {"top_k": int(cfg.data.proposals.train_top_k)}}})
+
+
 class Stage2DataModule(Stage1DataModule):
-    """Stage 2: the stage-1 examples plus square proposal windows of cfg.data.train_split whose
-    IoU with a ground-truth box >= cfg.data.iou_threshold. Proposals are computed and cached
-    in ``prepare_data`` (once per node), then read in ``setup``."""
+    """Stage 2: windows of the top data.proposals.train_top_k proposals of each image of
+    cfg.data.train_split whose box has IoU >= cfg.data.iou_threshold with a ground-truth box
+    (plus the stage-1 examples with data.stage2_include_stage1). Proposals are computed and
+    cached in ``prepare_data`` (once per node), then read in ``setup``. Validation: the
+    stage-1 windows of cfg.data.val_split, as in stage 1."""
 
     def prepare_data(self) -> None:
         from deconvnet.data.proposals import ensure_proposals
 
         if data_source(self.cfg) == "official":
             return  # the release's windows need no proposals
-        ensure_proposals(self.cfg, self.cfg.data.train_split)
+        ensure_proposals(training_proposal_config(self.cfg), self.cfg.data.train_split)
 
     def _training_set(self, reader, index: InstanceIndex) -> Dataset:
         from deconvnet.data.proposals import load_proposals
 
         data = self.cfg.data
-        proposals = load_proposals(self.cfg, data.train_split, reader=reader)
+        proposals = load_proposals(training_proposal_config(self.cfg), data.train_split, reader=reader)
         return Stage2Dataset(reader, proposals, index, iou_threshold=data.iou_threshold,
-                             box_scale=data.box_scale, balance=data.balance_classes, train=True,
+                             **window_params(data), balance=data.balance_classes,
+                             include_stage1=data.stage2_include_stage1,
+                             top_k=int(data.proposals.train_top_k),
+                             extended=bool(data.proposals.extended), train=True,
                              window_size=data.window_size, crop_size=data.crop_size,
                              seed=int(self.cfg.seed))
 

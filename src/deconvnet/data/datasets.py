@@ -6,15 +6,18 @@ kept instance), built once at setup from an :class:`InstanceIndex` of the split'
 annotated objects; items are decoded on demand through
 :class:`~deconvnet.data.voc.VOCSegmentationIndex`.
 
-* Stage 1 (PAPER.md, "Training data"): one window per annotated instance, its tight box
-  enlarged ``box_scale`` (1.2) times around its centre (not squared; padded where it
-  leaves the image). Only that instance keeps its class; the other objects' pixels become
-  background (0); void stays 255. Optional class balancing by duplication
-  (:func:`balance_classes`).
-* Stage 2: the stage-1 examples plus proposal windows: each proposal squared around its
-  centre, kept when its IoU with some ground-truth instance box reaches ``iou_threshold``
-  (the IoU of the square window itself, so every kept window satisfies the threshold);
-  labels are all the class labels inside the window.
+Every window comes from :func:`~deconvnet.data.windows.make_windows`, the rule inference
+uses too: the box enlarged ``context_scale`` (1.2) times about its centre, then the
+smallest square holding it (``square``), padded where it leaves the image.
+
+* Stage 1 (PAPER.md, "Training data"): one window per annotated instance, around its
+  tight box. Only that instance keeps its class; the other objects' pixels become
+  background (0); void stays 255. Class balancing by duplication (:func:`balance_classes`).
+* Stage 2: the top ``train_top_k`` proposals of each image (the caller passes them) whose
+  box itself has IoU >= ``iou_threshold`` with some ground-truth instance box, each cut by
+  the same window rule; labels are all the class labels inside the window; balanced on the
+  class of the best-overlapping instance. ``include_stage1`` adds the stage-1 examples
+  (the seed's reading of the paper; the paper's own default is proposals only).
 * Whole images: for FCN-8s training and for evaluation.
 
 Every window item is a dict ``{"image": uint8 3 x s x s, "label": int64 s x s}``; training
@@ -24,6 +27,7 @@ flipped, validation windows are cut straight to ``crop_size`` (as inference cuts
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -35,8 +39,10 @@ from tqdm import tqdm
 
 from deconvnet.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from deconvnet.data.transforms import SeededTransform, to_tensors, training_augmentation
-from deconvnet.data.windows import box_iou, cut_window, enlarge_boxes, square_boxes
+from deconvnet.data.windows import box_iou, cut_window, make_windows
 from deconvnet.errors import DataError, UserError
+
+log = logging.getLogger(__name__)
 
 # -------------------------------------------------------------------------- instance index
 
@@ -113,9 +119,9 @@ class ExampleTable:
         return np.bincount(self.class_id, minlength=NUM_CLASSES)
 
 
-def stage1_examples(index: InstanceIndex, box_scale: float = 1.2) -> ExampleTable:
-    """One example per instance: its tight box enlarged ``box_scale`` times."""
-    return ExampleTable(index.image_index.copy(), enlarge_boxes(index.boxes, box_scale).reshape(-1, 4),
+def stage1_examples(index: InstanceIndex, context_scale: float = 1.2, square: bool = True) -> ExampleTable:
+    """One example per instance: the window of its tight box (:func:`make_windows`)."""
+    return ExampleTable(index.image_index.copy(), make_windows(index.boxes, context_scale, square).reshape(-1, 4),
                         index.position.copy(), index.class_id.copy())
 
 
@@ -139,23 +145,36 @@ def balance_classes(table: ExampleTable, seed: int = 0) -> ExampleTable:
 
 
 def proposal_examples(reader, index: InstanceIndex, proposals: dict[str, np.ndarray],
-                      iou_threshold: float = 0.5) -> ExampleTable:
-    """Square proposal windows whose IoU with some ground-truth instance box >= iou_threshold."""
+                      iou_threshold: float = 0.5, top_k: int | None = None,
+                      context_scale: float = 1.2, square: bool = True,
+                      extended: bool = False) -> ExampleTable:
+    """Stage-2 examples: each of the first ``top_k`` proposals of an image (all when None)
+    whose box has IoU >= ``iou_threshold`` with some ground-truth instance box (the proposal
+    box itself, as the paper: the window's context does not count), cut by the window rule
+    (:func:`make_windows`); ``class_id`` is the class of the best-overlapping instance.
+
+    ``extended``: the proposals are windows already (the official cached boxes): they are
+    not enlarged again, and they are compared with the ground-truth boxes' windows (like
+    with like, as the raw proposal box is not known)."""
+    proposal_scale = 1.0 if extended else context_scale
     parts = []
     for i, image_id in enumerate(reader.ids):
         boxes = proposals.get(image_id)
         if boxes is None:
             raise DataError(f"no proposals for image '{image_id}' of split '{reader.split}'")
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)[:top_k]
         rows = index.rows_of(i)
         gt = index.boxes[rows]
         if len(boxes) == 0 or len(gt) == 0:
             continue
-        windows = square_boxes(boxes)
-        iou = box_iou(windows, gt)
+        if extended:
+            gt = make_windows(gt, context_scale, square)
+        iou = box_iou(boxes, gt)
         keep = iou.max(axis=1) >= iou_threshold
         if keep.any():
             best = iou[keep].argmax(axis=1)
-            parts.append(ExampleTable(np.full(int(keep.sum()), i, np.int64), windows[keep],
+            parts.append(ExampleTable(np.full(int(keep.sum()), i, np.int64),
+                                      make_windows(boxes[keep], proposal_scale, square),
                                       np.full(int(keep.sum()), -1, np.int64),
                                       index.class_id[rows][best]))
     if not parts:
@@ -203,11 +222,6 @@ class WindowDataset(Dataset):
         image_t, label_t = to_tensors(image, label)
         return {"image": image_t, "label": label_t}
 
-    def describe(self) -> str:
-        counts = self.table.class_counts()
-        present = ", ".join(f"{VOC_CLASSES[c]} {counts[c]}" for c in np.flatnonzero(counts))
-        return f"{len(self)} windows of {len(self.reader)} images ({present})"
-
 
 def _no_examples(reader, what: str) -> DataError:
     return DataError(
@@ -216,36 +230,67 @@ def _no_examples(reader, what: str) -> DataError:
     )
 
 
-class Stage1Dataset(WindowDataset):
-    """One window per annotated instance (tight box x ``box_scale``), optionally class-balanced."""
+def class_summary(table: ExampleTable) -> str:
+    """'N examples: class n, ...' for the log."""
+    counts = table.class_counts()
+    per_class = ", ".join(f"{VOC_CLASSES[c]} {counts[c]}" for c in np.flatnonzero(counts))
+    return f"{len(table)} examples ({per_class})"
 
-    def __init__(self, reader, index: InstanceIndex | None = None, box_scale: float = 1.2,
-                 balance: bool = True, train: bool = True, window_size: int = 250,
+
+class Stage1Dataset(WindowDataset):
+    """One window per annotated instance (the window rule around its tight box), optionally
+    class-balanced."""
+
+    def __init__(self, reader, index: InstanceIndex | None = None, context_scale: float = 1.2,
+                 square: bool = True, balance: bool = True, train: bool = True, window_size: int = 250,
                  crop_size: int = 224, seed: int = 0) -> None:
         self.index = index if index is not None else InstanceIndex.build(reader)
-        table = stage1_examples(self.index, box_scale)
+        table = stage1_examples(self.index, context_scale, square)
         if len(table) == 0:
             raise _no_examples(reader, "stage-1 examples")
         if balance:
             table = balance_classes(table, seed)
+        if train:
+            log.info("stage 1, split %s: %s", reader.split, class_summary(table))
         super().__init__(reader, table, train, window_size, crop_size)
 
 
 class Stage2Dataset(WindowDataset):
-    """The stage-1 examples (class-balanced as in stage 1 when ``balance``) plus the square
-    proposal windows that overlap an instance (never duplicated)."""
+    """Stage 2 (PAPER.md, "Training data"): the windows of the top ``top_k`` proposals that
+    overlap a ground-truth instance (IoU of the proposal box >= ``iou_threshold``), all class
+    labels inside, class-balanced (``balance``) on the best-overlapping instance's class.
+    ``include_stage1``: the stage-1 examples too (balanced on their own, as in stage 1).
+    ``extended``: see :func:`proposal_examples`.
+
+    ``proposal_table`` holds the proposal examples before balancing; ``stage1_table`` the
+    stage-1 examples used (empty unless ``include_stage1``)."""
 
     def __init__(self, reader, proposals: dict[str, np.ndarray], index: InstanceIndex | None = None,
-                 iou_threshold: float = 0.5, box_scale: float = 1.2, balance: bool = True,
-                 train: bool = True, window_size: int = 250, crop_size: int = 224, seed: int = 0) -> None:
+                 iou_threshold: float = 0.5, context_scale: float = 1.2, square: bool = True,
+                 balance: bool = True, include_stage1: bool = False, top_k: int | None = None,
+                 extended: bool = False, train: bool = True, window_size: int = 250,
+                 crop_size: int = 224, seed: int = 0) -> None:
         self.index = index if index is not None else InstanceIndex.build(reader)
-        stage1 = stage1_examples(self.index, box_scale)
-        if len(stage1) == 0:
+        self.proposal_table = proposal_examples(reader, self.index, proposals, iou_threshold, top_k,
+                                                context_scale, square, extended)
+        if len(self.proposal_table) == 0 and not include_stage1:
+            raise DataError(
+                f"no stage-2 examples in split '{reader.split}' of {reader.root}: none of its proposals "
+                f"has IoU >= data.iou_threshold={iou_threshold} with an annotated instance; check the "
+                "proposals (data.proposals.*), lower the threshold, or set data.stage2_include_stage1=true"
+            )
+        proposal_part = balance_classes(self.proposal_table, seed) if balance else self.proposal_table
+        self.stage1_table = (stage1_examples(self.index, context_scale, square) if include_stage1
+                             else self.proposal_table.take(np.zeros(0, np.int64)))
+        if include_stage1 and len(self.stage1_table) == 0:
             raise _no_examples(reader, "stage-2 examples")
-        if balance:
-            stage1 = balance_classes(stage1, seed)
-        self.proposal_table = proposal_examples(reader, self.index, proposals, iou_threshold)
-        super().__init__(reader, ExampleTable.concat(stage1, self.proposal_table), train, window_size, crop_size)
+        stage1_part = balance_classes(self.stage1_table, seed) if balance else self.stage1_table
+        if train:
+            log.info("stage 2, split %s: proposal windows %s; %d before balancing", reader.split,
+                     class_summary(proposal_part), len(self.proposal_table))
+            if include_stage1:
+                log.info("stage 2, split %s: stage-1 windows %s", reader.split, class_summary(stage1_part))
+        super().__init__(reader, ExampleTable.concat(stage1_part, proposal_part), train, window_size, crop_size)
 
 
 class WholeImageDataset(Dataset):

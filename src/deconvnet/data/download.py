@@ -1,4 +1,5 @@
-"""Download and unpack PASCAL VOC 2012 and SBD: `deconvnet download voc2012|sbd --root DIR`.
+"""Download and unpack PASCAL VOC 2012 and SBD: `deconvnet download voc2012|sbd --root DIR`;
+fetch OpenCV's Structured Edge model: `deconvnet download edge-model --root DIR/models`.
 
 Resumable and atomic:
 - the archive is fetched into ``<root>/<file>.part``; an interrupted download resumes
@@ -7,6 +8,11 @@ Resumable and atomic:
 - it is unpacked into a temporary folder beside the target and renamed into place, so
   a half-extracted tree never appears under the real name;
 - a marker file ``<root>/.<name>.complete`` records success; a second run does nothing.
+
+A single file (``extracted=None``, the edge model ``model.yml.gz``) is fetched the same
+resumable way into a hidden name beside the target, checked (``verify``: the edge model is
+loaded with ``cv2.ximgproc.createStructuredEdgeDetection``, as its publisher gives no
+checksum) and only then renamed to ``<root>/<file>``; a second run checks it and does nothing.
 
 ``file://`` URLs are copied (tests serve a small archive that way).
 """
@@ -20,7 +26,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +40,21 @@ CHUNK = 1 << 20
 @dataclass(frozen=True)
 class Archive:
     urls: tuple[str, ...]  # tried in order
-    md5: str
+    md5: str | None  # None: no published checksum (then `verify` checks the file)
     filename: str
-    extracted: str  # the folder (relative to root) the archive unpacks to
+    extracted: str | None  # the folder (relative to root) the archive unpacks to; None: a single file
+    verify: Callable[[Path], None] | None = None  # raises DataError when the file is unusable
+
+
+def verify_structured_edge_model(path: Path) -> None:
+    """The file loads as OpenCV's Structured Edge Detection model (the only check there is:
+    opencv_extra publishes no checksum)."""
+    import cv2
+
+    try:
+        cv2.ximgproc.createStructuredEdgeDetection(str(path))
+    except cv2.error as err:
+        raise DataError(f"{path} is not a Structured Edge model OpenCV can load: {str(err).strip()[:200]}") from None
 
 
 ARCHIVES: dict[str, Archive] = {
@@ -57,6 +75,18 @@ ARCHIVES: dict[str, Archive] = {
         filename="benchmark.tgz",
         extracted="benchmark_RELEASE",
     ),
+    # OpenCV's Structured Edge Detection model (Dollar & Zitnick's BSDS forest), the edges
+    # EdgeBoxes runs on in the paper; published with opencv_extra's ximgproc test data.
+    "edge-model": Archive(
+        urls=(
+            "https://raw.githubusercontent.com/opencv/opencv_extra/4.x/testdata/cv/ximgproc/model.yml.gz",
+            "https://github.com/opencv/opencv_extra/raw/4.x/testdata/cv/ximgproc/model.yml.gz",
+        ),
+        md5=None,
+        filename="model.yml.gz",
+        extracted=None,
+        verify=verify_structured_edge_model,
+    ),
 }
 
 
@@ -68,6 +98,8 @@ def download(name: str, root: str | Path, archives: Mapping[str, Archive] | None
         raise UserError(f"unknown dataset '{name}'; choose one of {', '.join(archives)}")
     spec = archives[name]
     root = Path(root)
+    if spec.extracted is None:
+        return _download_file(name, spec, root)
     target = root / spec.extracted
     marker = root / f".{name}.complete"
     if marker.is_file() and target.is_dir():
@@ -107,7 +139,7 @@ def _fetch(spec: Archive, archive: Path) -> None:
         kept = f" The partial file {part} is kept; run again to resume." if part.exists() else ""
         raise DataError(f"could not download {spec.filename}: {'; '.join(errors)}. "
                         f"Check the internet connection.{kept}")
-    digest = _md5(part)
+    digest = _md5(part) if spec.md5 is not None else None
     if digest != spec.md5:
         part.unlink()
         raise DataError(
@@ -115,6 +147,33 @@ def _fetch(spec: Archive, archive: Path) -> None:
             f"corrupt download {part} was deleted. Run the command again to download it afresh."
         )
     os.replace(part, archive)
+
+
+def _download_file(name: str, spec: Archive, root: Path) -> Path:
+    """A single file: fetched (resumable) under a hidden name, verified, renamed into place."""
+    target = root / spec.filename
+    if target.is_file():
+        if spec.verify is not None:
+            try:
+                spec.verify(target)
+            except DataError as err:
+                raise DataError(f"{err}. It was not replaced: delete it and run "
+                                f"`deconvnet download {name}` again.") from None
+        print(f"{name}: already in {target}; nothing to do")
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    # the hidden name keeps the suffix: OpenCV reads .gz files by their name
+    staged = root / f".partial-{spec.filename}"
+    _fetch(spec, staged)
+    try:
+        if spec.verify is not None:
+            spec.verify(staged)
+    except DataError as err:
+        staged.unlink(missing_ok=True)
+        raise DataError(f"{err}; the download was deleted. Run the command again to download it afresh.") from None
+    os.replace(staged, target)
+    print(f"{name}: ready in {target}")
+    return target
 
 
 def _copy_local(url: str, part: Path) -> None:

@@ -55,21 +55,32 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise DataError(f"corrupt image file {path}: {err}. Replace it (re-download or re-generate).") from None
 
 
+# What a PIL image mode is, in words, for the message about a mask of the wrong kind.
+_MODE_WORDS = {
+    "RGB": "an RGB colour image", "RGBA": "an RGBA colour image", "CMYK": "a CMYK colour image",
+    "LA": "a greyscale image with alpha", "PA": "a palette image with alpha",
+    "1": "a 1-bit black-and-white image", "I": "a 32-bit integer image",
+    "I;16": "a 16-bit greyscale image", "F": "a floating-point image",
+}
+
+
 def read_index_png(path: str | Path) -> np.ndarray:
     """The H x W uint8 index array of a palette ('P') or grey ('L') label PNG."""
     try:
         with Image.open(path) as img:
-            if img.mode not in ("P", "L"):
-                raise DataError(
-                    f"label mask {path} has image mode {img.mode}; VOC masks are palette PNGs whose "
-                    "pixel indices are the labels (0..20, 255 void). Save the indices with a palette "
-                    "(deconvnet.data.imageio.write_index_png), not the colours."
-                )
-            return np.array(img, dtype=np.uint8)
+            mode = img.mode
+            if mode in ("P", "L"):
+                return np.array(img, dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"missing label mask: {path}") from None
     except _DECODE_ERRORS as err:
         raise DataError(f"corrupt label mask {path}: {err}. Replace it.") from None
+    what = _MODE_WORDS.get(mode, f"an image of mode {mode}")
+    raise DataError(
+        f"label mask {path} is {what}; expected a palette or greyscale PNG whose pixel values are "
+        "the labels (classes 0..20 and 255 for void), not their colours. Save the label indices "
+        "with a palette (deconvnet.data.imageio.write_index_png)."
+    )
 
 
 def write_index_png(path: str | Path, labels: np.ndarray, palette: list[int] | None = None) -> Path:

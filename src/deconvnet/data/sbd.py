@@ -8,13 +8,12 @@ The archive ``benchmark.tgz`` unpacks to ``benchmark_RELEASE/dataset`` with
     img/<id>.jpg    the images (the same files as VOC's JPEGImages)
     train.txt, val.txt
 
-SBD has no void label. Together with VOC it makes the ``train_aug`` split
+SBD has no void label. Together with VOC it makes the ``train_aug`` and ``trainval_aug`` splits
 (see :mod:`deconvnet.data.voc`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -101,19 +100,3 @@ def read_instance_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         )
     return seg.astype(np.uint16), categories
 
-
-def write_annotation(root: str | Path, image_id: str, class_mask: np.ndarray,
-                     instance_mask: np.ndarray, categories: list[int] | np.ndarray) -> None:
-    """Write cls/<id>.mat and inst/<id>.mat in SBD's structure (used to build test fixtures)."""
-    for kind, struct in (
-        ("cls", {"GTcls": {"Segmentation": np.asarray(class_mask, np.uint8),
-                           "CategoriesPresent": np.unique(class_mask[class_mask > 0]).astype(np.uint8)}}),
-        ("inst", {"GTinst": {"Segmentation": np.asarray(instance_mask, np.uint8),
-                             "Categories": np.asarray(categories, np.uint8).reshape(-1, 1)}}),
-    ):
-        target = sbd_folder(root) / kind / f"{image_id}.mat"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        with open(tmp, "wb") as f:
-            scipy.io.savemat(f, struct, do_compression=True)
-        os.replace(tmp, target)

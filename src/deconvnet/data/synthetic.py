@@ -380,3 +380,28 @@ def _write_tree(out: Path, arguments: dict, seed: int, num_images: int, longer: 
             flags = "".join(f"{i} {1 if class_id in present[i] else -1:2d}\n" for i in ids)
             (out / "ImageSets" / "Main" / f"{class_name}_{name}.txt").write_text(flags)
     (out / MARKER).write_text(json.dumps(arguments, indent=2, sort_keys=True) + "\n")
+
+
+def synth_command(cfg) -> str:
+    """The `deconvnet synth` command that makes the synthetic set ``cfg.data.synthetic`` names."""
+    syn = cfg.data.synthetic
+    size = f" --size {syn.size}" if syn.size is not None else ""
+    return f"deconvnet synth --root {cfg.data.root} --images {syn.images}{size} --seed {syn.seed}"
+
+
+def ensure_synthetic(cfg) -> Path | None:
+    """The synthetic set a recipe names (``cfg.data.synthetic``; None: real data, nothing to
+    do) in ``cfg.data.root``: made when missing, and checked to be that very set when present
+    (another set there is refused, see :func:`generate`). Only the first process of a
+    distributed launch makes it; the others are told the command."""
+    syn = cfg.data.synthetic
+    if syn is None:
+        return None
+    target = Path(cfg.data.root) / VOC_SUBDIR
+    if not target.exists() and os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0":
+        raise DataError(f"the synthetic set of this recipe is missing ({target}); make it first "
+                        f"with `{synth_command(cfg)}`")
+    try:
+        return generate(cfg.data.root, num_images=int(syn.images), seed=int(syn.seed), size=syn.size)
+    except DataError as err:
+        raise DataError(f"{err} This recipe's data (data.synthetic) is made by `{synth_command(cfg)}`.") from None

@@ -7,9 +7,13 @@ The standard tree ``<root>/VOCdevkit/VOC2012``::
     SegmentationClass/<id>.png    palette PNG: class ids 0..20, 255 void (object borders)
     SegmentationObject/<id>.png   palette PNG: instance ids 1..N, 0 background, 255 void
 
-Besides the lists in ImageSets/Segmentation there is ``train_aug``: VOC train plus
-SBD train and val, minus VOC val (10,582 images on the real data); ids only SBD
-annotates take their masks from SBD's .mat files (``<root>/benchmark_RELEASE``).
+Besides the lists in ImageSets/Segmentation there are two SBD-augmented splits; ids only
+SBD annotates take their masks from SBD's .mat files (``<root>/benchmark_RELEASE``):
+
+* ``train_aug``: VOC train plus SBD train and val, minus VOC val (10,582 images on the
+  real data), for training networks scored on VOC val;
+* ``trainval_aug``: VOC trainval plus SBD train and val, nothing held out (12,031 images
+  on the real data), for the networks submitted to the test server, as the paper did.
 
 Everything that can be checked without decoding pixels (lists, file existence, image
 and mask sizes from the file headers) is checked once, in the constructor; the label
@@ -32,6 +36,8 @@ from deconvnet.errors import DataError
 
 VOC_SUBDIR = Path("VOCdevkit") / "VOC2012"
 TRAIN_AUG = "train_aug"
+TRAINVAL_AUG = "trainval_aug"
+AUGMENTED_SPLITS = (TRAIN_AUG, TRAINVAL_AUG)
 UNLABELLED_SPLITS = ("test",)  # VOC's test masks are held by the evaluation server
 
 # True at the label values a class mask may hold: the classes and void.
@@ -103,7 +109,7 @@ class VOCSegmentationIndex:
     def available_splits(self) -> list[str]:
         lists = self.voc_dir / "ImageSets" / "Segmentation"
         names = sorted(p.stem for p in lists.glob("*.txt")) if lists.is_dir() else []
-        return names + [TRAIN_AUG]
+        return names + list(AUGMENTED_SPLITS)
 
     def _read_list(self, name: str) -> list[str]:
         path = self.voc_dir / "ImageSets" / "Segmentation" / f"{name}.txt"
@@ -119,11 +125,14 @@ class VOCSegmentationIndex:
 
     def _read_split(self) -> tuple[list[str], set[str]]:
         """The split's ids, and those whose masks come from SBD."""
-        if self.split == TRAIN_AUG:
+        if self.split in AUGMENTED_SPLITS:
             voc_train, voc_val = set(self._read_list("train")), set(self._read_list("val"))
             sbd_all = set(sbd.split_ids(self.root, "train")) | set(sbd.split_ids(self.root, "val"))
-            ids = sorted((voc_train | sbd_all) - voc_val)
-            return ids, set(ids) - voc_train
+            # VOC's own masks where VOC has them; train_aug holds VOC val out entirely
+            voc_labelled = voc_train if self.split == TRAIN_AUG else voc_train | voc_val
+            held_out = voc_val if self.split == TRAIN_AUG else set()
+            ids = sorted((voc_labelled | sbd_all) - held_out)
+            return ids, set(ids) - voc_labelled
         if self.split not in self.available_splits():
             raise DataError(
                 f"unknown split '{self.split}' in {self.voc_dir / 'ImageSets' / 'Segmentation'}; "
@@ -239,10 +248,11 @@ class VOCSegmentationIndex:
         path = self._object_paths[i]
         if self._from_sbd[i]:
             objects, categories = sbd.read_instance_mask(path)
+            self._check_size(path, objects.shape, i)
         else:
             objects = read_index_png(path)
+            self._check_size(path, objects.shape, i)  # before it is compared with the class mask
             categories = self._majority_classes(objects, self.label(i) if label is None else label)
-        self._check_size(path, objects.shape, i)
         result = []
         for instance_id in np.unique(objects):
             if instance_id == 0 or (instance_id == IGNORE_INDEX and not self._from_sbd[i]):

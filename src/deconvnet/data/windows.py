@@ -1,16 +1,20 @@
 """The window: one box in image coordinates, cut out of the image the same way in training
 and at inference, so that what the network sees at test time is what it learned on.
 
+The rule (:func:`make_windows`, used by stage 1, stage 2 and evaluation): a box, either an
+instance's tight box or a proposal, is enlarged ``data.context_scale`` (1.2) times about its
+centre, then grown to the smallest square that holds it (``data.square_windows``), cut
+with padding (image 0, label 255) and resized to the network's square input.
+
 A window is a float box ``[x1, y1, x2, y2]`` in pixel coordinates of the original image
-(x2/y2 exclusive: ``[0, 0, W, H]`` is the whole image). It may be squared around its centre
-and enlarged by a factor, and it may extend past the image border: the part outside is
-padded with 0 in the image and 255 (void) in the label, as in the official training data.
-Cutting maps the window onto an ``out_size x out_size`` grid (bilinear for the image,
-nearest for the label) in one affine warp: crop, pad and resize together.
+(x2/y2 exclusive: ``[0, 0, W, H]`` is the whole image). It may extend past the image border:
+the part outside is padded with 0 in the image and 255 (void) in the label, as in the
+official training data. Cutting maps the window onto an ``out_size x out_size`` grid
+(bilinear for the image, nearest for the label) in one affine warp: crop, pad and resize.
 
 Two implementations share exactly the same geometry (pixel centres at i + 0.5):
 
-* :meth:`Window.cut` / :func:`cut_window` — OpenCV, on the CPU, for the data loaders;
+* :func:`cut_window` — OpenCV, on the CPU, for the data loaders;
 * :func:`crop_boxes_batched` — torchvision's ``roi_align`` on a batch of float images on
   the device, for inference (many proposal windows per image in one call).
 
@@ -21,7 +25,6 @@ Box helpers (:func:`box_iou`, :func:`square_boxes`, :func:`enlarge_boxes`,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -78,14 +81,28 @@ def clip_boxes(boxes, width: int, height: int) -> np.ndarray:
     return b
 
 
-def make_windows(boxes, scale: float = 1.0, square: bool = False) -> np.ndarray:
-    """Window boxes from object/proposal boxes: squared first (if asked), then enlarged."""
-    b = as_boxes(boxes)
-    if square:
-        b = square_boxes(b)
-    if scale != 1.0:
-        b = enlarge_boxes(b, scale)
-    return b
+def make_windows(boxes, context_scale: float = 1.2, square: bool = True) -> np.ndarray:
+    """The window rule, for stage 1, stage 2 and inference alike (PAPER.md, "Training data").
+
+    Each box (a ground-truth instance's tight box or a proposal) is enlarged ``context_scale``
+    times about its centre to take in local context, then, when ``square``, grown to the
+    smallest square that holds it (side ``context_scale x max(w, h)``, same centre), so the
+    object keeps its aspect ratio when the window is resized to the network's square input.
+    The window may leave the image; cutting it (:func:`cut_window`, :func:`crop_boxes_batched`)
+    pads with 0 (image) and 255 (label). Boxes that are already windows (the official cached
+    "extended" EdgeBoxes) take ``context_scale=1``: squaring a square changes nothing.
+    """
+    b = enlarge_boxes(boxes, context_scale) if context_scale != 1.0 else as_boxes(boxes)
+    return square_boxes(b) if square else b
+
+
+def window_params(data_cfg, proposals: bool = False) -> dict:
+    """``make_windows`` keyword arguments from ``cfg.data``: ``data.context_scale`` and
+    ``data.square_windows``; for proposal boxes, no enlargement when
+    ``data.proposals.extended`` says they are windows already."""
+    extended = proposals and bool(data_cfg.proposals.extended)
+    return {"context_scale": 1.0 if extended else float(data_cfg.context_scale),
+            "square": bool(data_cfg.square_windows)}
 
 
 # ------------------------------------------------------------------------------- the window
@@ -132,39 +149,6 @@ def cut_window(
             borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX,
         )
     return out_image, out_label
-
-
-@dataclass(frozen=True)
-class Window:
-    """A box ``[x1, y1, x2, y2]`` in original image coordinates (x2/y2 exclusive) to cut out."""
-
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-    @classmethod
-    def around(cls, box: Sequence[float], scale: float = 1.0, square: bool = False) -> Window:
-        """The window for an object or proposal box: squared (optional), then enlarged by ``scale``."""
-        return cls(*(float(v) for v in make_windows(box, scale, square)[0]))
-
-    @property
-    def box(self) -> np.ndarray:
-        return np.array([self.x1, self.y1, self.x2, self.y2], dtype=np.float32)
-
-    @property
-    def width(self) -> float:
-        return self.x2 - self.x1
-
-    @property
-    def height(self) -> float:
-        return self.y2 - self.y1
-
-    def cut(
-        self, image: np.ndarray, label: np.ndarray | None = None, out_size: int = 250
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The window's image (and label) resampled to out_size x out_size; see :func:`cut_window`."""
-        return cut_window(image, self.box, out_size, label)
 
 
 # -------------------------------------------------------------- batched version for inference

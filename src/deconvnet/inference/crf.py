@@ -1,21 +1,19 @@
 """Fully connected CRF post-processing (Kraehenbuehl & Koltun) and a pool of CRF workers.
 
 The official DeconvNet script refines the ensemble's probability map with a dense CRF:
-unary ``-log(p)``, Potts pairwise terms, 10 mean-field iterations on the uint8 RGB image,
-
-- a Gaussian (smoothness) kernel: sxy 3, weight 3;
-- a bilateral (appearance) kernel: sxy 20, srgb 3, weight 5;
-- no kernel normalisation (pydensecrf's ``NO_NORMALIZATION``).
-
-DeepLab-CRF's VOC values (bilateral sxy 121, srgb 5, weight 4; Gaussian 3/3) are the
-``deeplab`` preset. ``cfg.crf.preset=custom`` uses the numbers of ``cfg.crf`` as given.
+unary ``-log(p)``, Potts pairwise terms, mean-field iterations on the uint8 RGB image, a
+Gaussian (smoothness) kernel, a bilateral (appearance) kernel, no kernel normalisation
+(pydensecrf's ``NO_NORMALIZATION``). Its numbers are the defaults of the config schema
+(:class:`deconvnet.config.CRFConfig`), the ``official`` preset here; DeepLab-CRF's VOC values
+are the ``deeplab`` preset. ``cfg.crf.preset=custom`` uses the numbers of ``cfg.crf`` as given.
 
 The CRF runs on the CPU and takes about a second per VOC image, so :class:`CRFPool` runs
 it in worker processes while the device computes the next images: jobs are submitted
 asynchronously, at most ``max_pending`` are in flight (memory stays bounded), and results
 come back in submission order.
 
-This module imports numpy and pydensecrf only (no torch), so worker processes start fast.
+This module imports numpy, pydensecrf and the config schema only (no torch), so worker
+processes start fast.
 """
 
 from __future__ import annotations
@@ -25,10 +23,12 @@ import os
 from collections import deque
 from collections.abc import Hashable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
+
+from deconvnet.runtime.children import die_with_parent
 
 # probabilities are clipped here before -log: a zero probability would give an infinite unary
 MIN_PROBABILITY = 1e-8
@@ -38,25 +38,34 @@ MIN_PROBABILITY = 1e-8
 class CRFParams:
     """Dense CRF parameters (Potts weights, kernel widths in pixels / intensity levels)."""
 
-    iterations: int = 10
-    gaussian_sxy: float = 3.0
-    gaussian_weight: float = 3.0
-    bilateral_sxy: float = 20.0
-    bilateral_srgb: float = 3.0
-    bilateral_weight: float = 5.0
+    iterations: int
+    gaussian_sxy: float
+    gaussian_weight: float
+    bilateral_sxy: float
+    bilateral_srgb: float
+    bilateral_weight: float
 
 
-PRESETS: dict[str, CRFParams] = {
-    "official": CRFParams(),  # the DeconvNet release (PAPER.md)
-    "deeplab": CRFParams(bilateral_sxy=121.0, bilateral_srgb=5.0, bilateral_weight=4.0),
-}
+def _official() -> CRFParams:
+    """The DeconvNet release's CRF (PAPER.md): the schema's defaults."""
+    from deconvnet.config import CRFConfig
+
+    defaults = CRFConfig()
+    return CRFParams(**{f.name: getattr(defaults, f.name) for f in fields(CRFParams)})
+
+
+PRESETS: dict[str, CRFParams] = {"official": _official()}
+# DeepLab-CRF's VOC values: a wider, stronger bilateral kernel, the same Gaussian one
+PRESETS["deeplab"] = replace(PRESETS["official"], bilateral_sxy=121.0, bilateral_srgb=5.0,
+                             bilateral_weight=4.0)
 
 
 def crf_params(crf_cfg: Mapping[str, Any] | Any) -> CRFParams:
     """The parameters ``cfg.crf`` asks for: a preset, or ``preset=custom`` and its numbers.
 
     A number changed while a named preset is selected would be silently ignored, so it is
-    an error instead (a sweep over ``crf.bilateral_sxy`` needs ``crf.preset=custom``).
+    an error instead (a sweep over ``crf.bilateral_sxy`` needs ``crf.preset=custom``). The
+    preset's name itself is checked by the schema (load_config).
     """
     from deconvnet.config import ConfigError
 
@@ -65,10 +74,6 @@ def crf_params(crf_cfg: Mapping[str, Any] | Any) -> CRFParams:
     custom = CRFParams(**{k: type(getattr(PRESETS["official"], k))(v) for k, v in given.items()})
     if preset == "custom":
         return custom
-    if preset not in PRESETS:
-        raise ConfigError(
-            f"crf.preset='{preset}' is unknown; valid presets: {', '.join(PRESETS)}, custom"
-        )
     # the schema's defaults are the official values: anything else was set by the user
     changed = {k: v for k, v in asdict(custom).items() if v != getattr(PRESETS["official"], k)}
     if changed:
@@ -125,9 +130,11 @@ class CRFPool:
         self.params = params
         self.workers = workers if workers > 0 else default_workers()
         self.max_pending = max_pending or 2 * self.workers
-        # spawn: the parent may hold CUDA contexts and threads that must not be forked
+        # spawn: the parent may hold CUDA contexts and threads that must not be forked;
+        # die_with_parent: no orphaned CRF worker after a kill -9 of the evaluation
         self._executor = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=die_with_parent, initargs=(os.getpid(),),
         )
         self._pending: deque[tuple[Hashable, Future]] = deque()
         self._finished: deque[tuple[Hashable, np.ndarray]] = deque()

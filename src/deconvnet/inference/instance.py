@@ -3,8 +3,9 @@
 For one image (PAPER.md, "Inference"; the official ``generate_EDeconvNet_CRF_results.m``):
 
 1. its proposals (sorted by score, the top ``num_proposals``; an image without any falls
-   back to the whole-image box) become windows with the same construction as the stage-2
-   training windows (:func:`deconvnet.data.windows.make_windows`);
+   back to the whole-image box) become windows by the rule of the training windows
+   (:func:`deconvnet.data.windows.make_windows`: x ``data.context_scale`` about the centre,
+   then the square holding it; the official scripts' "extended" boxes);
 2. every window is cut from the zero-padded image and resized to the network input in one
    ``roi_align`` call on the device (:func:`deconvnet.data.windows.crop_boxes_batched`, the
    twin of the OpenCV cut used for training);
@@ -36,15 +37,17 @@ PASTE_CHUNK_ELEMENTS = 1 << 26
 
 def inference_windows(
     proposals: np.ndarray | None, height: int, width: int, num_proposals: int,
-    scale: float = 1.0, square: bool = False,
+    context_scale: float = 1.2, square: bool = True,
 ) -> np.ndarray:
     """float32 K x 4 windows of one image: the top ``num_proposals`` proposal boxes (already
-    sorted by score), or the whole image when there are none, built like training windows."""
+    sorted by score), or the whole image when there are none, each through the window rule
+    of the training windows (``make_windows(box, context_scale, square)``; proposals that are
+    extended windows already take ``context_scale=1``)."""
     boxes = np.zeros((0, 4), np.float32) if proposals is None else np.asarray(proposals, np.float32)
     boxes = boxes.reshape(-1, 4)[:num_proposals]
     if len(boxes) == 0:
         boxes = np.array([[0.0, 0.0, float(width), float(height)]], dtype=np.float32)
-    return make_windows(boxes, scale=scale, square=square)
+    return make_windows(boxes, context_scale=context_scale, square=square)
 
 
 def forward_in_chunks(

@@ -24,7 +24,7 @@ from deconvnet.data.imageio import read_rgb, write_index_png
 from deconvnet.errors import UserError
 from deconvnet.inference.crf import CRFPool, crf_params
 from deconvnet.inference.ensemble import CRF_INPUTS
-from deconvnet.inference.predictor import EnsemblePredictor
+from deconvnet.inference.predictor import EnsemblePredictor, predictor_window_params
 from deconvnet.inference.submission import method_slug
 from deconvnet.metrics import METHODS
 
@@ -61,7 +61,7 @@ def predict(cfg: DictConfig, images: Sequence[str | Path]) -> dict[str, dict[str
     predictor = EnsemblePredictor(
         deconvnet, fcn, input_size=int(deconv_model.get("input_size", cfg.model.input_size)),
         num_proposals=int(ev.num_proposals), aggregation=str(ev.aggregation), ensemble=str(ev.ensemble),
-        proposal_batch_size=int(ev.proposal_batch_size), window_square=bool(ev.window_square),
+        proposal_batch_size=int(ev.proposal_batch_size), **predictor_window_params(cfg.data),
     ).to(device).eval()
     crf = crf_params(cfg.crf) if cfg.crf.enabled else None
     pool = CRFPool(crf, int(cfg.crf.workers)) if crf is not None else None

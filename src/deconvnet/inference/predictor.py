@@ -40,8 +40,8 @@ class EnsemblePredictor(nn.Module):
         aggregation: str = "max",
         ensemble: str = "mean",
         proposal_batch_size: int = 64,
-        window_scale: float = 1.0,
-        window_square: bool = False,
+        window_scale: float = 1.2,
+        window_square: bool = True,
     ) -> None:
         super().__init__()
         if deconvnet is None and fcn is None:
@@ -71,9 +71,10 @@ class EnsemblePredictor(nn.Module):
         return base_methods(self.networks)
 
     def windows(self, proposals: np.ndarray | None, height: int, width: int) -> torch.Tensor:
-        """The K x 4 windows DeconvNet sees for an image with these proposals."""
+        """The K x 4 windows DeconvNet sees for an image with these proposals: the window rule
+        with ``window_scale`` (data.context_scale, 1 for extended boxes) and ``window_square``."""
         boxes = inference_windows(proposals, height, width, self.num_proposals,
-                                  self.window_scale, self.window_square)
+                                  context_scale=self.window_scale, square=self.window_square)
         return torch.from_numpy(boxes)
 
     @torch.no_grad()
@@ -96,6 +97,16 @@ class EnsemblePredictor(nn.Module):
     def forward(self, image: torch.Tensor, proposals: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         """Method -> C x H x W class probabilities of one image (see :meth:`scores`)."""
         return probabilities_from_scores(self.scores(image, proposals), self.ensemble)
+
+
+def predictor_window_params(data_cfg) -> dict:
+    """``window_scale`` / ``window_square`` for :class:`EnsemblePredictor` from ``cfg.data``:
+    the training windows' rule (data.context_scale, data.square_windows), no enlargement
+    for proposals that are extended windows already (data.proposals.extended)."""
+    from deconvnet.data.windows import window_params
+
+    params = window_params(data_cfg, proposals=True)
+    return {"window_scale": params["context_scale"], "window_square": params["square"]}
 
 
 def base_methods(networks: list[str]) -> list[str]:

@@ -22,21 +22,22 @@ from deconvnet.config import ConfigError, save_config
 from deconvnet.errors import DataError, WeightsError
 from deconvnet.inference.crf import crf_params
 from deconvnet.inference.ensemble import EnsembleEvaluator
-from deconvnet.inference.instance import AGGREGATIONS
 from deconvnet.inference.outputs import EvalOutputs, ScoreCache
-from deconvnet.inference.predictor import ENSEMBLES, EnsemblePredictor, with_normalizer
+from deconvnet.inference.predictor import (
+    EnsemblePredictor,
+    predictor_window_params,
+    with_normalizer,
+)
 from deconvnet.metrics import read_results_csv
+from deconvnet.runtime.folders import ensure_writable
+from deconvnet.runtime.hardware import check_hardware
 from deconvnet.training.run import hardware_kwargs
 
 
 def _check_eval_config(cfg: DictConfig) -> None:
+    """What the schema (load_config) cannot check: the hardware and the checkpoints."""
     ev = cfg.eval
-    if ev.aggregation not in AGGREGATIONS:
-        raise ConfigError(f"eval.aggregation='{ev.aggregation}' is unknown; valid: {', '.join(AGGREGATIONS)}")
-    if ev.ensemble not in ENSEMBLES:
-        raise ConfigError(f"eval.ensemble='{ev.ensemble}' is unknown; valid: {', '.join(ENSEMBLES)}")
-    if int(ev.num_proposals) < 1 or int(ev.proposal_batch_size) < 1:
-        raise ConfigError("eval.num_proposals and eval.proposal_batch_size must be >= 1")
+    check_hardware(cfg.trainer)
     if ev.probabilities_dir and not ev.save_probabilities:
         return  # CRF-only run from a cache: no networks needed
     if not ev.deconvnet_checkpoint and not ev.fcn_checkpoint:
@@ -93,9 +94,24 @@ def _eval_logger(cfg: DictConfig, output_dir: Path):
     return WandbLogger(
         name=str(cfg.name), project=str(cfg.logger.project), entity=cfg.logger.entity,
         save_dir=str(output_dir), id=run_id_for(output_dir, resuming=False), mode=mode,
-        tags=list(cfg.logger.tags), config={**to_dict(cfg), "git_revision": git_revision()},
+        tags=list(cfg.logger.tags),
+        config={**to_dict(cfg), "git_revision": git_revision(), "proposal_source": _proposal_source(cfg)},
         job_type="eval", log_model=False,
     )
+
+
+def _proposal_source(cfg: DictConfig) -> str | None:
+    """Which proposals (and, for EdgeBoxes, which edges) DeconvNet's windows come from."""
+    if not cfg.eval.deconvnet_checkpoint:
+        return None
+    from deconvnet.data.proposals.generators import edge_source
+
+    return edge_source(cfg)
+
+
+def _proposal_note(cfg: DictConfig) -> str:
+    source = _proposal_source(cfg)
+    return f"; DeconvNet proposals: {source}" if source else ""
 
 
 def build_evaluator(cfg: DictConfig, has_labels: bool) -> EnsembleEvaluator:
@@ -109,7 +125,7 @@ def build_evaluator(cfg: DictConfig, has_labels: bool) -> EnsembleEvaluator:
         write_predictions=bool(ev.write_predictions) or not has_labels,
         overlays=int(cfg.logger.log_images),
         probabilities_dir=cache_dir if ev.save_probabilities else None,
-        title=f"{cfg.name}: per-class IoU (%) on {cfg.data.root} split '{ev.split}'",
+        title=f"{cfg.name}: per-class IoU (%) on {cfg.data.root} split '{ev.split}'" + _proposal_note(cfg),
     )
     common = dict(num_classes=int(cfg.model.num_classes), crf=crf, crf_workers=int(cfg.crf.workers),
                   outputs=outputs, has_labels=has_labels)
@@ -132,7 +148,7 @@ def build_evaluator(cfg: DictConfig, has_labels: bool) -> EnsembleEvaluator:
         input_size=int(deconv_model.get("input_size", cfg.model.input_size)),
         num_proposals=int(ev.num_proposals), aggregation=str(ev.aggregation),
         ensemble=str(ev.ensemble), proposal_batch_size=int(ev.proposal_batch_size),
-        window_square=bool(ev.window_square),
+        **predictor_window_params(cfg.data),
     )
     return EnsembleEvaluator(predictor, proposals=proposals, **common)
 
@@ -144,7 +160,7 @@ def evaluate(cfg: DictConfig) -> dict[str, list[float]]:
     from deconvnet.training.wandb_logger import finish_run
 
     _check_eval_config(cfg)
-    output_dir = Path(cfg.output_dir)
+    output_dir = ensure_writable(cfg.output_dir, "output_dir")  # before any work
     save_config(cfg, output_dir)
     L.seed_everything(int(cfg.seed), verbose=False)
 

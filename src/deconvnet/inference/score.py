@@ -1,13 +1,16 @@
 """``deconvnet score``: per-class IoU of a folder of label PNGs against ground-truth PNGs.
 
 The PASCAL VOC devkit's semantics (VOCevalseg.m): one confusion matrix accumulated over
-every image of the folder, ground-truth pixels labelled 255 (void) ignored, IoU per class
-TP / (TP + FP + FN). Every ground-truth PNG needs a prediction PNG of the same name and
-size; anything else is an error that names the file.
+every image of the folder (or of a given list of ids, e.g. one split), ground-truth pixels
+labelled 255 (void) ignored, IoU per class TP / (TP + FP + FN). Every scored ground-truth
+PNG needs a prediction PNG of the same name and size; anything else is an error that names
+the file.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,8 @@ from deconvnet.data.imageio import read_index_png
 from deconvnet.errors import DataError
 from deconvnet.inference.submission import server_subdir
 from deconvnet.metrics import iou_percent, results_header, write_results_csv
+
+log = logging.getLogger(__name__)
 
 
 def _prediction_root(pred_dir: Path) -> Path:
@@ -39,10 +44,11 @@ def confusion_of_pair(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.
 
 def score_folders(
     pred_dir: str | Path, gt_dir: str | Path, out_dir: str | Path | None = None,
-    num_classes: int = NUM_CLASSES,
+    num_classes: int = NUM_CLASSES, ids: Sequence[str] | None = None,
 ) -> dict[str, list[float]]:
-    """Score every ``<gt_dir>/<id>.png`` against ``<pred_dir>/<id>.png``; write results.csv
-    (one row, method ``score``) into ``out_dir`` (default: ``pred_dir``) and print it.
+    """Score every ``<gt_dir>/<id>.png`` (only the given ``ids`` when there are some) against
+    ``<pred_dir>/<id>.png``; write results.csv (one row, method ``score``) into ``out_dir``
+    (default: ``pred_dir``) and log it.
 
     Returns ``{"score": [per-class IoU %, ..., mean]}``.
     """
@@ -50,7 +56,14 @@ def score_folders(
     for name, folder in (("--pred", pred_dir), ("--gt", gt_dir)):
         if not folder.is_dir():
             raise DataError(f"{name} folder not found: {folder}")
-    gt_files = sorted(gt_dir.glob("*.png"))
+    if ids is not None:
+        gt_files = [gt_dir / f"{image_id}.png" for image_id in ids]
+        missing = [path for path in gt_files if not path.is_file()]
+        if missing:
+            raise DataError(f"no ground truth {missing[0]} for a listed id ({len(missing)} of "
+                            f"{len(gt_files)} listed ids have none in {gt_dir})")
+    else:
+        gt_files = sorted(gt_dir.glob("*.png"))
     if not gt_files:
         raise DataError(f"no ground-truth PNGs in {gt_dir} (expected <id>.png label masks)")
     pred_root = _prediction_root(pred_dir)
@@ -61,6 +74,7 @@ def score_folders(
             raise DataError(
                 f"missing prediction {pred_path} for ground truth {gt_path}: every ground-truth "
                 "image needs a label PNG of the same name"
+                + ("" if ids is not None else " (score one split only with --split/--ids)")
             )
         gt = read_index_png(gt_path)
         pred = read_index_png(pred_path)
@@ -83,8 +97,12 @@ def score_folders(
     path = write_results_csv(target / "results.csv", row, num_classes)
     header = results_header(num_classes)
     width = max(len(h) for h in header)
-    print(f"{len(gt_files)} images scored; per-class IoU (%):")
+    log.info(f"{len(gt_files)} images scored; per-class IoU (%):")
     for name, value in zip(header[1:], row["score"]):
-        print(f"  {name:<{width}} {value:5.1f}")
-    print(f"written {path}")
+        log.info(f"  {name:<{width}} {value:5.1f}")
+    absent = sum(value != value for value in row["score"][:-1])
+    if absent:
+        log.info(f"nan: a class in neither the ground truth nor the predictions; the mean is over "
+                 f"the other {num_classes - absent} classes")
+    log.info(f"written {path}")
     return row

@@ -137,7 +137,7 @@ class DeconvNet(nn.Module):
             # fc6/fc7 are 1x1 maps: their BatchNorm needs several windows to have statistics
             raise ValueError(
                 "DeconvNet in training mode needs at least 2 windows per batch (BatchNorm after "
-                "the 1x1 fc6/fc7 maps); raise data.per_device_batch_size or call .eval()"
+                "the 1x1 fc6/fc7 maps); give it batches of 2 or more windows, or call .eval()"
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -95,6 +95,27 @@ def _check_expected(model_cfg: Mapping[str, Any], expect: str | Mapping[str, Any
             )
 
 
+# model keys that change the network's layers: a checkpoint resumes only under equal values
+ARCHITECTURE_KEYS = ("name", "num_classes", "width", "input_size", "fcn_batch_norm")
+
+
+def check_resumable(path: str | Path, model: Mapping[str, Any]) -> None:
+    """Refuse to resume from a checkpoint of another network (name, classes, width, input
+    size, FCN-8s BatchNorm) than ``model`` (cfg.model) describes: WeightsError saying which
+    keys differ and how to start afresh, instead of Lightning's size-mismatch traceback."""
+    path = Path(path)
+    saved = checkpoint_model_config(read_checkpoint(path), path)
+    differ = [f"model.{key}={model.get(key)} (checkpoint: {saved.get(key)})"
+              for key in ARCHITECTURE_KEYS
+              if key in saved and str(saved.get(key)) != str(model.get(key))]
+    if differ:
+        raise WeightsError(
+            f"cannot resume from {path}: it holds another network than this config asks for: "
+            f"{', '.join(differ)}. Use another output_dir, resume=never to start afresh, or the "
+            "model settings of that run"
+        )
+
+
 def load_weights_into(
     net: nn.Module, path: str | Path, expect: str | Mapping[str, Any] | None = None
 ) -> dict[str, Any]:

@@ -4,9 +4,11 @@ Parameter groups follow the Caffe prototxts:
 
 - conv / deconv / classifier weights: base lr, weight decay ``optim.weight_decay``;
 - their biases: ``optim.bias_lr_factor`` (2) x lr, decay ``optim.bias_weight_decay`` (0);
-- BatchNorm scale and shift: base lr and no weight decay. The official DeconvNet BN layers
-  declare ``blobs_lr: 1 1`` and ``weight_decay: 0 0``, so the shift is *not* treated as a
-  bias (no 2x) and neither is decayed.
+- BatchNorm scale and shift: base lr (not the biases' 2x) and weight decay
+  ``optim.bn_weight_decay``, by default (null) the same as ``optim.weight_decay``. The
+  released DeconvNet prototxts give their BN layers no ``param`` block at all, so Caffe
+  uses lr_mult 1 and decay_mult 1 for both blobs: they are decayed like weights.
+  ``optim.bn_weight_decay=0`` gives the common PyTorch practice of not decaying them.
 
 Parameters with ``requires_grad=False`` (FCN-8s' frozen bilinear upsamplers) are left out.
 
@@ -57,9 +59,16 @@ def parameter_groups(net: nn.Module, optim_cfg: Mapping[str, Any]) -> list[dict[
          "weight_decay": float(optim_cfg["weight_decay"])},
         {"name": "biases", "params": biases, "lr": lr * float(optim_cfg["bias_lr_factor"]),
          "weight_decay": float(optim_cfg["bias_weight_decay"])},
-        {"name": "norm", "params": norm, "lr": lr, "weight_decay": 0.0},
+        {"name": "norm", "params": norm, "lr": lr, "weight_decay": bn_weight_decay(optim_cfg)},
     ]
     return [g for g in groups if g["params"]]
+
+
+def bn_weight_decay(optim_cfg: Mapping[str, Any]) -> float:
+    """The decay of normalisation scale/shift: ``bn_weight_decay``, or ``weight_decay`` when
+    it is None or absent (Caffe's default decay_mult 1)."""
+    value = optim_cfg.get("bn_weight_decay")
+    return float(optim_cfg["weight_decay"] if value is None else value)
 
 
 def build_optimizer(net: nn.Module, optim_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:

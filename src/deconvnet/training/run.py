@@ -26,8 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from deconvnet.config import ConfigError, save_config
-from deconvnet.data.datamodules import DATAMODULES, batch_plan, build_datamodule
+from deconvnet.data.datamodules import batch_plan, build_datamodule
 from deconvnet.models import build_model
+from deconvnet.runtime.folders import ensure_writable
+from deconvnet.runtime.hardware import check_hardware
 from deconvnet.training.callbacks import (
     ImagesPerSecond,
     NonFiniteLossError,
@@ -41,38 +43,19 @@ from deconvnet.training.checkpoints import (
     AtomicCheckpointIO,
     FinalCheckpoint,
     LastCheckpoint,
+    check_resumable,
     checkpoint_dir,
     checkpoint_step,
     find_resume_checkpoint,
     load_weights_into,
 )
-from deconvnet.training.losses import LOSS_NORMALIZATIONS
-from deconvnet.training.optim import OPTIMIZERS, SCHEDULES
 from deconvnet.training.segmentation_module import MODULES
-from deconvnet.training.wandb_logger import LOGGER_MODES, build_logger, finish_run
-
-
-def _check_choice(value: object, valid: Sequence[str], key: str) -> None:
-    if str(value) not in valid:
-        raise ConfigError(f"{key}='{value}' is unknown; valid values: {', '.join(valid)}")
+from deconvnet.training.wandb_logger import build_logger, finish_run
 
 
 def validate_training_config(cfg: DictConfig) -> None:
-    """Fail before any work on values the schema's types cannot catch."""
-    _check_choice(cfg.task, tuple(MODULES), "task")
-    _check_choice(cfg.data.kind, tuple(DATAMODULES), "data.kind")
-    _check_choice(cfg.optim.name, OPTIMIZERS, "optim.name")
-    _check_choice(cfg.optim.loss_normalization, LOSS_NORMALIZATIONS, "optim.loss_normalization")
-    _check_choice(cfg.schedule.policy, SCHEDULES, "schedule.policy")
-    _check_choice(cfg.logger.mode, LOGGER_MODES, "logger.mode")
-    if cfg.model.name != cfg.task:
-        raise ConfigError(
-            f"task='{cfg.task}' trains model.name='{cfg.task}', but model.name='{cfg.model.name}'; "
-            "set both to the same network"
-        )
-    for key in ("max_steps", "val_every_n_steps", "step_size"):
-        if int(cfg.schedule[key]) < 1:
-            raise ConfigError(f"schedule.{key} must be >= 1, got {cfg.schedule[key]}")
+    """Fail before any work on what a training run needs beyond the schema's checks (which
+    load_config applies): combinations of keys and the batch per device."""
     if cfg.task == "deconvnet":
         if cfg.data.kind == "whole":
             raise ConfigError(
@@ -84,6 +67,9 @@ def validate_training_config(cfg: DictConfig) -> None:
                 f"data.crop_size={cfg.data.crop_size} must equal model.input_size="
                 f"{cfg.model.input_size}: DeconvNet takes windows of exactly its input size"
             )
+        # BatchNorm after the 1x1 fc6/fc7 maps needs >= 2 windows on every device
+        batch_plan(int(cfg.data.batch_size), world_size(cfg.trainer), cfg.data.per_device_batch_size,
+                   min_per_device=2, why="DeconvNet's BatchNorm on the 1x1 fc6/fc7 maps")
 
 
 def world_size(trainer_cfg: DictConfig) -> int:
@@ -171,6 +157,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
     ``callbacks`` are added after the built-in ones (tests and notebooks use this).
     """
     validate_training_config(cfg)
+    check_hardware(cfg.trainer)
     output_dir = Path(cfg.output_dir)
     ckpt_dir = checkpoint_dir(output_dir)
     finished = _already_finished(cfg)
@@ -181,6 +168,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
         )
         return finished
     resume = resume_checkpoint(cfg)
+    if resume is not None:
+        check_resumable(resume, cfg.model)
+    ensure_writable(output_dir, "output_dir")  # before any work: read-only, full, /proc/...
     if rank_zero_only.rank == 0:
         save_config(cfg, output_dir)
     pl.seed_everything(int(cfg.seed), workers=True)

@@ -1,7 +1,8 @@
 """The LightningModules: one segmentation module, with DeconvNet and FCN-8s as thin variants.
 
 The network is injected (built by ``run.train`` through ``deconvnet.models.build_model``);
-the module owns what training adds around it:
+``DeconvNetModule`` and ``FCN8sModule`` (``MODULES[task]``) each accept only their own network
+class. The module owns what training adds around it:
 
 - input normalisation on the device (``InputNormalizer(cfg.model.weights_style)``; batches
   arrive as uint8), optionally channels_last;
@@ -27,9 +28,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from deconvnet.config import to_dict
-from deconvnet.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+from deconvnet.data.classes import IGNORE_INDEX, class_names
 from deconvnet.metrics import mean_iou, per_class_iou, pixel_accuracy
-from deconvnet.models import InputNormalizer
+from deconvnet.models import DeconvNet, FCN8s, InputNormalizer
 from deconvnet.training.losses import segmentation_loss
 from deconvnet.training.optim import (
     build_optimizer,
@@ -39,14 +40,15 @@ from deconvnet.training.optim import (
 from deconvnet.training.wandb_logger import log_segmentation_samples
 
 
-def class_names(num_classes: int) -> list[str]:
-    return list(VOC_CLASSES) if num_classes == NUM_CLASSES else [f"class_{i}" for i in range(num_classes)]
-
-
 class SegmentationModule(pl.LightningModule):
     """Trains ``net`` (uint8 batches in, logits out) with the recipe in ``cfg``."""
 
+    network_class: type[nn.Module] = nn.Module  # the network a subclass trains
+
     def __init__(self, net: nn.Module, cfg: DictConfig) -> None:
+        if not isinstance(net, self.network_class):
+            raise TypeError(f"{type(self).__name__} trains a {self.network_class.__name__}, "
+                            f"got a {type(net).__name__}")
         super().__init__()
         self.net = net
         self.cfg = cfg
@@ -144,9 +146,13 @@ class SegmentationModule(pl.LightningModule):
 class DeconvNetModule(SegmentationModule):
     """DeconvNet stages 1 and 2: windows of a fixed size, BatchNorm (precise BN after training)."""
 
+    network_class = DeconvNet
+
 
 class FCN8sModule(SegmentationModule):
     """FCN-8s: whole images of any size, batch 1 and the summed loss in the reference recipe."""
+
+    network_class = FCN8s
 
 
 MODULES: dict[str, type[SegmentationModule]] = {"deconvnet": DeconvNetModule, "fcn8s": FCN8sModule}

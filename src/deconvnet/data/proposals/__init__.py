@@ -2,8 +2,9 @@
 parallel precomputation behind ``deconvnet proposals CONFIG`` (:mod:`.precompute`).
 
 Every proposal set is ``{image id: float32 K x 4 [x1, y1, x2, y2]}`` in pixels of the
-original image (x2/y2 exclusive), best score first, clipped to the image, boxes whose
-shorter side is below ``data.proposals.min_size`` (112, official scripts) dropped, at most
+original image (x2/y2 exclusive), best score first, clipped to the image (unless
+``data.proposals.extended``), boxes whose window (``data.proposals.min_size_on``) has a
+shorter side below ``data.proposals.min_size`` (112, official scripts) dropped, at most
 ``data.proposals.top_k`` (50) kept. An image may have none (K = 0): the evaluator then
 falls back to the whole image.
 """

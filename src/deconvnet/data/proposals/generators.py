@@ -1,51 +1,65 @@
 """Proposal generators: one interface, several sources of candidate object boxes.
 
 Every generator returns raw candidates ``(boxes float32 K x 4 [x1, y1, x2, y2], scores
-float32 K)`` for one image of a split; :func:`finalize` then applies the common rules
-(clip to the image, drop boxes whose shorter side is below ``min_size``, sort by score,
-keep ``top_k``). ``parameters()`` lists everything that changes the output; the cache
-records it, so that a change is never served from a stale cache.
+float32 K)`` for one image of a split; :meth:`ProposalGenerator.finalize` then applies the
+common rules (:func:`finalize`: clip to the image, drop proposals whose window, or box with
+``data.proposals.min_size_on=box``, has a shorter side below ``min_size``, sort by score,
+keep ``top_k``). ``parameters()`` and ``selection()`` list everything that changes the
+output; the cache records both, so that a change is never served from a stale cache.
 
 * ``edgeboxes`` — EdgeBoxes (``cv2.ximgproc``), as the paper. The edge map comes from the
-  Structured Edge model file ``data.proposals.edge_model`` when given, otherwise from
-  the gradient-magnitude fallback in :mod:`.edges`.
+  Structured Edge model file ``data.proposals.edge_model`` (by default
+  ``${data.root}/models/model.yml.gz`` when it exists: ``deconvnet download edge-model``);
+  without it, ``data.proposals.edge_fallback`` decides (:func:`build_generator`, which
+  warns once): EdgeBoxes on the gradient-magnitude edges of :mod:`.edges`, or selective
+  search. :func:`edge_source` says which made the boxes.
 * ``selective_search`` — OpenCV's selective search, fast mode; scored by rank.
 * ``file`` — precomputed boxes (:class:`FileBoxes` documents the format), e.g. the
   official cached EdgeBoxes converted once.
 * ``ground_truth`` — NOT a proposal method: an oracle for debugging and demos that
-  returns the annotated instance boxes (enlarged like stage-1 windows) and a few jittered
-  copies. Results obtained with it are not comparable with the paper's.
+  returns the annotated instance boxes (tight: the window rule adds the context, as for
+  any proposal) and a few jittered copies. Results obtained with it are not comparable with the paper's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deconvnet.data.windows import clip_boxes, enlarge_boxes
+from deconvnet.data.windows import clip_boxes, make_windows, window_params
 from deconvnet.errors import DataError, UserError
 
+log = logging.getLogger(__name__)
+
 METHODS = ("edgeboxes", "selective_search", "file", "ground_truth")
+EDGE_FALLBACKS = ("gradient", "selective_search")
+MIN_SIZE_ON = ("window", "box")
+DEFAULT_EDGE_MODEL = "models/model.yml.gz"  # under data.root; `deconvnet download edge-model`
 
 
 def finalize(boxes, scores, width: int, height: int, min_size: float, top_k: int,
-             clip: bool = True) -> np.ndarray:
-    """The common rules: clip to the image, drop min(w, h) < min_size, best score first, top_k.
+             window: dict | None = None, clip: bool = True) -> np.ndarray:
+    """The common rules: clip to the image (``clip``), drop proposals whose shorter side is
+    below ``min_size``, best score first, ``top_k``.
 
-    ``clip=False`` keeps boxes that cross the border as they are: already extended windows
-    (the official cached EdgeBoxes) are square and padded where they leave the image."""
+    ``window``: :func:`~deconvnet.data.windows.make_windows` arguments: the size rule then
+    applies to each box's window (the official scripts skip extended boxes with
+    min(w, h) < 112); None: to the box itself. The boxes returned are the boxes, not windows.
+    """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     if boxes.shape[0] == 0:
         return np.zeros((0, 4), np.float32)
     if clip:
         boxes = clip_boxes(boxes, width, height)
-    sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    measured = make_windows(boxes, **window) if window is not None else boxes
+    sides = np.minimum(measured[:, 2] - measured[:, 0], measured[:, 3] - measured[:, 1])
     keep = sides >= min_size
     boxes, scores = boxes[keep], scores[keep]
     order = np.argsort(-scores, kind="stable")[:top_k]
@@ -65,10 +79,24 @@ class ProposalGenerator:
     """Base class. Subclasses implement :meth:`propose_image` or override :meth:`propose`."""
 
     method = "base"
+    # how :meth:`finalize` measures the size rule (set by :func:`build_generator`): the
+    # window of each box (make_windows arguments) or, None, the box itself; and whether
+    # boxes are clipped to the image (not for boxes that are extended windows already)
+    window: dict | None = None
+    clip: bool = True
 
     def parameters(self) -> dict[str, Any]:
         """Everything that changes the output (JSON-serialisable)."""
         return {}
+
+    def selection(self) -> dict[str, Any]:
+        """How :meth:`finalize` selects boxes, for the cache record (JSON-serialisable)."""
+        return {"min_size_on": "window" if self.window is not None else "box",
+                "window": self.window, "clip": self.clip}
+
+    def finalize(self, boxes, scores, width: int, height: int, min_size: float, top_k: int) -> np.ndarray:
+        """:func:`finalize` with this generator's window and clipping rules."""
+        return finalize(boxes, scores, width, height, min_size, top_k, self.window, self.clip)
 
     def check(self, reader) -> None:
         """Cheap checks once before a whole split is processed (raise DataError/UserError)."""
@@ -113,8 +141,8 @@ class EdgeBoxes(ProposalGenerator):
         if edge_model is not None and not Path(edge_model).is_file():
             raise UserError(
                 f"data.proposals.edge_model: structured-edge model file not found: {edge_model}. "
-                "Give the path of OpenCV's model.yml.gz, or set it to null to use the "
-                "in-process gradient edge map."
+                "Get it with `deconvnet download edge-model --root DIR` and give DIR/model.yml.gz, "
+                "or set it to null to use data.proposals.edge_fallback."
             )
         self.max_candidates = int(max_candidates)
         self.edge_model = str(edge_model) if edge_model else None
@@ -126,17 +154,22 @@ class EdgeBoxes(ProposalGenerator):
         return {
             "max_candidates": self.max_candidates, "alpha": self.alpha, "beta": self.beta,
             "edge_model": self._edge_model_digest or "gradient-fallback",
+            "edges": self.edges(),
         }
 
-    def _edges(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import cv2
+    def edges(self) -> str:
+        """Which edges the boxes come from (recorded in the cache, shown in results.md/W&B)."""
+        if self.edge_model:
+            return f"structured edges ({Path(self.edge_model).name}, sha256 {self._edge_model_digest[:12]})"
+        return "gradient edges (in-process fallback, no Structured Edge model)"
 
+    def _edges(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.edge_model is None:
             from deconvnet.data.proposals.edges import edge_map
 
             return edge_map(image)
         if self._cv_edges is None:
-            self._cv_edges = cv2.ximgproc.createStructuredEdgeDetection(self.edge_model)
+            self._cv_edges = load_structured_edges(self.edge_model)
         edges = self._cv_edges.detectEdges(image.astype(np.float32) / 255.0)
         orientation = self._cv_edges.computeOrientation(edges)
         return self._cv_edges.edgesNms(edges, orientation), orientation
@@ -201,10 +234,7 @@ class FileBoxes(ProposalGenerator):
 
     method = "file"
 
-    def __init__(self, path: str | None, extended: bool = False) -> None:
-        # extended (data.proposals.extended): the boxes are already the windows to cut, so they
-        # are not clipped to the image (see finalize)
-        self.clip = not extended
+    def __init__(self, path: str | None) -> None:
         if not path:
             raise UserError("data.proposals.method=file needs data.proposals.file: the path of a .npz or .json of boxes")
         self.path = Path(path)
@@ -216,7 +246,7 @@ class FileBoxes(ProposalGenerator):
         self._boxes: dict[str, np.ndarray] | None = None
 
     def parameters(self) -> dict[str, Any]:
-        return {"file": self.path.name, "sha256": self._digest, "clip": self.clip}
+        return {"file": self.path.name, "sha256": self._digest}
 
     def _table(self) -> dict[str, np.ndarray]:
         if self._boxes is None:
@@ -259,18 +289,19 @@ class FileBoxes(ProposalGenerator):
 
 
 class GroundTruthOracle(ProposalGenerator):
-    """ORACLE, not a proposal method: the annotated instance boxes enlarged by ``box_scale``
-    (like stage-1 windows), score 1, plus ``jitters`` randomly shifted/rescaled copies of
-    each (offsets up to ``jitter`` x the box size, deterministic per image id), lower scores.
-    For debugging and the demo only; it reads the ground truth of the split it proposes for."""
+    """ORACLE, not a proposal method: the annotated instances' tight boxes, score 1 (the
+    window rule adds the context, as for any proposal), plus ``jitters`` randomly
+    shifted/rescaled copies of each (offsets up to ``jitter`` x the box size, deterministic
+    per image id), lower scores. For debugging and the demo only; it reads the ground truth
+    of the split it proposes for."""
 
     method = "ground_truth"
 
-    def __init__(self, box_scale: float = 1.2, jitters: int = 3, jitter: float = 0.1, seed: int = 0) -> None:
-        self.box_scale, self.jitters, self.jitter, self.seed = float(box_scale), int(jitters), float(jitter), int(seed)
+    def __init__(self, jitters: int = 3, jitter: float = 0.1, seed: int = 0) -> None:
+        self.jitters, self.jitter, self.seed = int(jitters), float(jitter), int(seed)
 
     def parameters(self) -> dict[str, Any]:
-        return {"box_scale": self.box_scale, "jitters": self.jitters, "jitter": self.jitter, "seed": self.seed}
+        return {"boxes": "tight", "jitters": self.jitters, "jitter": self.jitter, "seed": self.seed}
 
     def check(self, reader) -> None:
         if not reader.has_labels:
@@ -283,7 +314,7 @@ class GroundTruthOracle(ProposalGenerator):
         instances = reader.instances(i)
         if not instances:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-        boxes = enlarge_boxes(np.stack([inst.box for inst in instances]), self.box_scale)
+        boxes = np.stack([inst.box for inst in instances]).astype(np.float32)
         rng = np.random.default_rng([self.seed, zlib.crc32(reader.ids[i].encode())])
         sizes = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)  # w, h, w, h
         copies = [boxes]
@@ -294,16 +325,98 @@ class GroundTruthOracle(ProposalGenerator):
         return np.concatenate(copies), np.concatenate(scores)
 
 
+def load_structured_edges(path: str | Path):
+    """OpenCV's Structured Edge detector from ``model.yml.gz``; UserError if it cannot load."""
+    import cv2
+
+    try:
+        return cv2.ximgproc.createStructuredEdgeDetection(str(path))
+    except cv2.error as err:
+        raise UserError(
+            f"{path} is not a Structured Edge model that OpenCV can load ({str(err).strip()[:200]}); "
+            "delete it and run `deconvnet download edge-model` again"
+        ) from None
+
+
+_warned_no_edge_model: set[str] = set()
+
+
+def resolve_edge_model(cfg) -> str | None:
+    """The Structured Edge model file EdgeBoxes uses, or None (``data.proposals.edge_fallback``).
+
+    ``edge_model: auto`` (default): ``${data.root}/models/model.yml.gz`` when it exists,
+    otherwise None with ONE warning (per process and path) that says how to get the model;
+    null: None without a warning; anything else: that path (which must exist).
+    """
+    value = cfg.data.proposals.edge_model
+    if value is None or str(value).strip().lower() in ("", "none", "null"):
+        return None
+    if str(value) != "auto":
+        return str(value)
+    default = Path(str(cfg.data.root)) / DEFAULT_EDGE_MODEL
+    if default.is_file():
+        return str(default)
+    if str(default) not in _warned_no_edge_model:
+        _warned_no_edge_model.add(str(default))
+        fallback = str(cfg.data.proposals.edge_fallback)
+        what = ("EdgeBoxes on in-process gradient edges" if fallback == "gradient" else "selective search")
+        log.warning(
+            "no Structured Edge model at %s, so proposals come from %s (data.proposals.edge_fallback), "
+            "not the paper's EdgeBoxes on Structured Edges. Get the model with `deconvnet download "
+            "edge-model --root %s` (or `make data`); set data.proposals.edge_model=null to silence this.",
+            default, what, default.parent)
+    return None
+
+
 def build_generator(cfg) -> ProposalGenerator:
+    """The generator named by ``cfg.data.proposals.method``, with the selection rules of
+    ``cfg.data.proposals`` (size rule on the window or the box; extended boxes not clipped)."""
+    generator = _build_source(cfg)
+    pcfg = cfg.data.proposals
+    if str(pcfg.min_size_on) not in MIN_SIZE_ON:
+        raise UserError(f"data.proposals.min_size_on: unknown value '{pcfg.min_size_on}'; "
+                        f"choose one of {', '.join(MIN_SIZE_ON)}")
+    generator.window = window_params(cfg.data, proposals=True) if str(pcfg.min_size_on) == "window" else None
+    generator.clip = not bool(pcfg.extended)
+    return generator
+
+
+def edge_source(cfg) -> str:
+    """Which source makes the proposals of ``cfg``, in words (for results.md and W&B):
+    for EdgeBoxes, which edges (Structured Edges or the fallback)."""
+    pcfg = cfg.data.proposals
+    method = str(pcfg.method)
+    if method == "edgeboxes":
+        generator = _build_source(cfg)
+        if isinstance(generator, EdgeBoxes):
+            return f"EdgeBoxes on {generator.edges()}"
+        return "selective search (fallback: no Structured Edge model for EdgeBoxes)"
+    if method == "file":
+        extended = " (extended windows)" if bool(pcfg.extended) else ""
+        return f"boxes from {Path(str(pcfg.file)).name}{extended}"
+    if method == "ground_truth":
+        return "ground-truth boxes (oracle, not a proposal method)"
+    return method.replace("_", " ")
+
+
+def _build_source(cfg) -> ProposalGenerator:
     """The generator named by ``cfg.data.proposals.method``."""
     pcfg = cfg.data.proposals
     method = str(pcfg.method)
     if method == "edgeboxes":
-        return EdgeBoxes(max_candidates=pcfg.max_candidates, edge_model=pcfg.edge_model)
+        edge_model = resolve_edge_model(cfg)
+        if edge_model is None:
+            fallback = str(pcfg.edge_fallback)
+            if fallback not in EDGE_FALLBACKS:
+                raise UserError(f"data.proposals.edge_fallback: unknown value '{fallback}'; "
+                                f"choose one of {', '.join(EDGE_FALLBACKS)}")
+            if fallback == "selective_search":
+                return SelectiveSearch(max_candidates=pcfg.max_candidates)
+        return EdgeBoxes(max_candidates=pcfg.max_candidates, edge_model=edge_model)
     if method == "selective_search":
         return SelectiveSearch(max_candidates=pcfg.max_candidates)
     if method == "file":
-        return FileBoxes(pcfg.file, extended=bool(pcfg.get("extended", False)))
+        return FileBoxes(pcfg.file)
     if method == "ground_truth":
-        return GroundTruthOracle(box_scale=cfg.data.box_scale, seed=cfg.seed)
+        return GroundTruthOracle(seed=cfg.seed)
     raise UserError(f"data.proposals.method: unknown method '{method}'; choose one of {', '.join(METHODS)}")

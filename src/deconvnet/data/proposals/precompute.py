@@ -18,6 +18,8 @@ from tqdm import tqdm
 
 from deconvnet.data.proposals import generators
 from deconvnet.data.proposals.cache import cache_path, read_cache, write_cache
+from deconvnet.runtime.children import die_with_parent
+from deconvnet.runtime.folders import ensure_writable
 
 log = logging.getLogger(__name__)
 
@@ -25,23 +27,24 @@ log = logging.getLogger(__name__)
 def proposal_parameters(cfg, generator) -> dict:
     """The cache record: the common filtering rules and the generator's own parameters."""
     pcfg = cfg.data.proposals
-    return {"top_k": int(pcfg.top_k), "min_size": float(pcfg.min_size), **generator.parameters()}
+    return {"top_k": int(pcfg.top_k), "min_size": float(pcfg.min_size), **generator.selection(),
+            **generator.parameters()}
 
 
 def _one_image(reader, generator, i: int, min_size: float, top_k: int) -> np.ndarray:
     boxes, scores = generator.propose(reader, i)
     height, width = reader.sizes[i]
-    return generators.finalize(boxes, scores, width, height, min_size, top_k,
-                               clip=getattr(generator, "clip", True))
+    return generator.finalize(boxes, scores, width, height, min_size, top_k)
 
 
 # Worker-process state, set once per process by the pool initializer.
 _WORKER: dict = {}
 
 
-def _init_worker(reader, generator, min_size: float, top_k: int) -> None:
+def _init_worker(parent_pid: int, reader, generator, min_size: float, top_k: int) -> None:
     import cv2
 
+    die_with_parent(parent_pid)  # no orphaned worker after a kill -9 of `deconvnet proposals`
     cv2.setNumThreads(1)  # the pool already uses every core
     _WORKER.update(reader=reader, generator=generator, min_size=min_size, top_k=top_k)
 
@@ -64,14 +67,16 @@ def compute_proposals(reader, generator, min_size: float, top_k: int, workers: i
         context = mp.get_context("spawn")
         chunk = max(1, min(16, len(reader) // (workers * 8)))
         with context.Pool(workers, initializer=_init_worker,
-                          initargs=(reader, generator, min_size, top_k)) as pool:
+                          initargs=(os.getpid(), reader, generator, min_size, top_k)) as pool:
             results = list(tqdm(pool.imap(_work, range(len(reader)), chunksize=chunk), **bar))
     return dict(zip(reader.ids, results))
 
 
 def _open_split(cfg, split: str):
+    from deconvnet.data.synthetic import ensure_synthetic
     from deconvnet.data.voc import VOCSegmentationIndex
 
+    ensure_synthetic(cfg)  # a recipe's synthetic set is made when missing
     return VOCSegmentationIndex(cfg.data.root, split, check_sizes=False)
 
 
@@ -87,6 +92,7 @@ def ensure_proposals(cfg, split: str, reader=None) -> tuple[dict[str, np.ndarray
         return proposals, path
     if why != "no cache yet":
         log.warning("proposals: not using %s (%s); recomputing", path, why)
+    ensure_writable(path.parent, "data.proposals.cache_dir")  # before the work, not after it
     proposals = compute_proposals(reader, generator, float(pcfg.min_size), int(pcfg.top_k), int(pcfg.workers))
     write_cache(path, split, generator.method, parameters, proposals)
     return proposals, path
@@ -94,7 +100,7 @@ def ensure_proposals(cfg, split: str, reader=None) -> tuple[dict[str, np.ndarray
 
 def load_proposals(cfg, split: str, reader=None) -> dict[str, np.ndarray]:
     """{image id: float32 K x 4 [x1, y1, x2, y2]} for every image of ``split``: best score
-    first, inside the image, min side >= data.proposals.min_size, at most data.proposals.top_k
+    first, inside the image, window side >= data.proposals.min_size, at most data.proposals.top_k
     (K may be 0). ``reader``: an already opened VOCSegmentationIndex of that split."""
     return ensure_proposals(cfg, split, reader)[0]
 
@@ -122,4 +128,4 @@ def proposals_for_image(cfg, image: np.ndarray) -> np.ndarray:
     generator = generators.build_generator(cfg)
     boxes, scores = generator.propose_image(image)
     pcfg = cfg.data.proposals
-    return generators.finalize(boxes, scores, image.shape[1], image.shape[0], float(pcfg.min_size), int(pcfg.top_k))
+    return generator.finalize(boxes, scores, image.shape[1], image.shape[0], float(pcfg.min_size), int(pcfg.top_k))
