@@ -106,6 +106,7 @@ class _Plan:
         self.used: set[str] = set()
         self.problems: list[str] = []
         self.state: dict[str, torch.Tensor] = {}
+        self.pending_bias: dict[str, np.ndarray] = {}  # FCN-8s: deconvolution biases to fold
 
     def layer(self, candidates: tuple[str, ...], what: str) -> CaffeLayer | None:
         for name in candidates:
@@ -276,7 +277,6 @@ def fcn8s_state(model: CaffeModel) -> tuple[dict[str, torch.Tensor], dict[str, A
 
     width = _width(model, "FCN-8s")
     plan = _Plan(model)
-    plan.pending_bias: dict[str, np.ndarray] = {}
     score = plan.layer(FCN_NAMES["score_fr"], "score_fr")
     if score is None or not score.blobs:
         plan.raise_problems("FCN-8s")
