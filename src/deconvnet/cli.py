@@ -6,6 +6,7 @@
     deconvnet score --pred DIR --gt DIR [--out DIR]
     deconvnet synth --root DIR [--images N] [--seed S]
     deconvnet proposals CONFIG [key=value ...]
+    deconvnet cache CONFIG [key=value ...]
     deconvnet download voc2012|sbd --root DIR
     deconvnet pipeline EXPERIMENT_DIR [--steps a,b] [key=value ...]
 
@@ -71,6 +72,14 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from deconvnet.data.store import cache_from_config
+
+    for reader in cache_from_config(_config_and_overrides(args)):
+        print(f"{reader.split}: {len(reader)} images in {reader.paths.marker.parent}")
+    return 0
+
+
 def _cmd_download(args: argparse.Namespace) -> int:
     from deconvnet.data.download import download
 
@@ -103,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config("train", "train a network (DeconvNet stage 1/2 or FCN-8s)", _cmd_train)
     with_config("eval", "ensemble evaluation: Table 1 rows, CRF, server output", _cmd_eval)
     with_config("proposals", "precompute object proposals for a split", _cmd_proposals)
+    with_config("cache", "decode the splits' images and masks into the store (data.cache_dir)", _cmd_cache)
 
     p = sub.add_parser("predict", help="label PNGs and overlays for arbitrary images")
     p.add_argument("config", help="experiment YAML file")

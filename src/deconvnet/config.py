@@ -81,6 +81,13 @@ class DataConfig:
     batch_size: int = 64  # global batch, split across devices (and accumulated if needed)
     per_device_batch_size: int | None = None  # None: batch_size / devices, no accumulation
     num_workers: int = 4
+    # decoded store: images and masks decoded once into memory-mapped uint8 arrays under
+    # cache_dir (`deconvnet cache`, or built on first use); false: decode the files per item
+    store: bool = True
+    cache_dir: str = "${data.root}/cache"
+    # windows: workers (cut with OpenCV in the loader workers) | device (the loader hands over
+    # window descriptions; the training module cuts them on the device; needs store=true)
+    pipeline: str = "workers"
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
 
 

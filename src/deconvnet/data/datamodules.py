@@ -62,10 +62,30 @@ def batch_plan(global_batch: int, world_size: int, per_device: int | None = None
 
 
 def open_split(cfg, split: str):
-    """The reader of one split of cfg.data.root (checks lists, files and sizes once)."""
+    """The reader of one split of cfg.data.root (checks lists, files and sizes once); with
+    cfg.data.store, the split's decoded store (built first when missing or stale)."""
     from deconvnet.data.voc import VOCSegmentationIndex
 
-    return VOCSegmentationIndex(cfg.data.root, split)
+    reader = VOCSegmentationIndex(cfg.data.root, split)
+    if not cfg.data.get("store", False):
+        return reader
+    from deconvnet.data.store import open_store
+
+    return open_store(reader, cfg.data.cache_dir)
+
+
+PIPELINES = ("workers", "device")
+
+
+def window_pipeline(cfg) -> str:
+    """cfg.data.pipeline, checked (workers | device; device needs the store)."""
+    pipeline = str(cfg.data.get("pipeline", "workers"))
+    if pipeline not in PIPELINES:
+        raise UserError(f"data.pipeline: unknown pipeline '{pipeline}'; choose one of {', '.join(PIPELINES)}")
+    if pipeline == "device" and not cfg.data.get("store", False):
+        raise UserError("data.pipeline=device cuts windows from the decoded store: set data.store=true "
+                        "(or data.pipeline=workers)")
+    return pipeline
 
 
 class _DeconvNetData(L.LightningDataModule):
@@ -140,6 +160,21 @@ class Stage1DataModule(_DeconvNetData):
             self.val_set = Stage1Dataset(
                 reader, InstanceIndex.build(reader), box_scale=data.box_scale, balance=False,
                 train=False, window_size=data.window_size, crop_size=data.crop_size)
+        if window_pipeline(self.cfg) == "device":
+            self._windows_on_device()
+
+    def _windows_on_device(self) -> None:
+        """data.pipeline=device: the loaders yield window descriptions, cut by the training
+        module's on_after_batch_transfer from ``window_sources`` (see data/device_windows.py)."""
+        from deconvnet.data.device_windows import DeviceWindowSource, WindowSpecs
+
+        if not hasattr(self, "window_sources"):
+            self.window_sources = {}
+        for name in ("train", "val"):
+            dataset = getattr(self, f"{name}_set")
+            if dataset is not None and not isinstance(dataset, WindowSpecs):
+                setattr(self, f"{name}_set", WindowSpecs(dataset, name))
+                self.window_sources[name] = DeviceWindowSource(dataset.reader, dataset.crop_size)
 
     def _training_set(self, reader, index: InstanceIndex) -> Dataset:
         data = self.cfg.data

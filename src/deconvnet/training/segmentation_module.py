@@ -74,6 +74,16 @@ class SegmentationModule(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """data.pipeline=device: a batch of window descriptions becomes its cut windows here,
+        in one batched call on the device (the sources are the DataModule's ``window_sources``)."""
+        if isinstance(batch, dict) and "window_box" in batch:
+            from deconvnet.data.device_windows import cut_batch
+
+            datamodule = self._trainer.datamodule if self._trainer is not None else None
+            batch = cut_batch(batch, getattr(datamodule, "window_sources", None))
+        return batch
+
     # -- training ------------------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
