@@ -18,6 +18,7 @@ section) so that ``checkpoints.load_network`` can rebuild the network.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import lightning.pytorch as pl
@@ -37,6 +38,11 @@ from deconvnet.training.optim import (
     build_step_scheduler,
 )
 from deconvnet.training.wandb_logger import log_segmentation_samples
+
+
+# The device pipeline's hook lives here on purpose (the module cuts the windows on its
+# device); Lightning warns whenever a module overrides it and a DataModule is passed.
+warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer` in `LightningModule`")
 
 
 def class_names(num_classes: int) -> list[str]:
