@@ -185,25 +185,28 @@ def _axis(start, stop, other_start, other_stop, window_size, crop, flip, crop_si
 
 def _bilinear(flat, offsets, heights, widths, ys, xs) -> torch.Tensor:
     """uint8 N x 3 x c x c: bilinear samples of H x W x 3 images stored back to back in
-    ``flat`` at positions ys (N x c) and xs (N x c); pixels outside the image count as 0."""
+    ``flat`` at positions ys (N x c) and xs (N x c); pixels outside the image count as 0.
+
+    One gather of the 2c x 2c neighbouring pixels (3 bytes each) per window, then the
+    interpolation along x and along y (separable)."""
     y0f, x0f = torch.floor(ys), torch.floor(xs)
-    wy1, wx1 = (ys - y0f).float(), (xs - x0f).float()
-    y0, x0 = y0f.long(), x0f.long()
+    fy, fx = (ys - y0f).float(), (xs - x0f).float()
     h, w = heights[:, None], widths[:, None]
-    out = None
-    channels = torch.arange(3, device=flat.device)
-    for dy, wy in ((0, 1 - wy1), (1, wy1)):
-        yy = y0 + dy
-        wy = torch.where((yy >= 0) & (yy < h), wy, torch.zeros_like(wy))
-        row = offsets[:, None] + yy.clamp_min(0).minimum(h - 1) * w * 3  # N x c
-        for dx, wx in ((0, 1 - wx1), (1, wx1)):
-            xx = x0 + dx
-            wx = torch.where((xx >= 0) & (xx < w), wx, torch.zeros_like(wx))
-            col = xx.clamp_min(0).minimum(w - 1) * 3  # N x c
-            idx = (row[:, :, None, None] + col[:, None, :, None] + channels)  # N x c x c x 3
-            values = flat[idx].float()
-            term = values * (wy[:, :, None, None] * wx[:, None, :, None])
-            out = term if out is None else out + term
+    # the two taps of every output row / column, interleaved: N x c x 2 -> N x 2c
+    rows = y0f.long()[:, :, None] + torch.arange(2, device=ys.device)
+    cols = x0f.long()[:, :, None] + torch.arange(2, device=xs.device)
+    row_weight = torch.stack([1 - fy, fy], -1) * ((rows >= 0) & (rows < h[:, :, None]))
+    col_weight = torch.stack([1 - fx, fx], -1) * ((cols >= 0) & (cols < w[:, :, None]))
+    rows = rows.clamp_min(0).minimum(h[:, :, None] - 1).flatten(1)
+    cols = cols.clamp_min(0).minimum(w[:, :, None] - 1).flatten(1)
+    pixel = (offsets // 3)[:, None, None] + (rows * w)[:, :, None] + cols[:, None, :]  # N x 2c x 2c
+    values = flat.view(-1, 3)[pixel].float()  # N x 2c x 2c x 3
+    n, c = ys.shape
+    values = values.view(n, c, 2, c, 2, 3)
+    left, right = col_weight[:, None, None, :, 0, None], col_weight[:, None, None, :, 1, None]
+    along_x = torch.addcmul(values[:, :, :, :, 0] * left, values[:, :, :, :, 1], right)  # N x c x 2 x c x 3
+    top, bottom = row_weight[:, :, 0, None, None], row_weight[:, :, 1, None, None]
+    out = torch.addcmul(along_x[:, :, 0] * top, along_x[:, :, 1], bottom)  # N x c x c x 3
     return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 3, 1, 2).contiguous()
 
 
