@@ -35,10 +35,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from deconvnet.config import load_config
 from deconvnet.data.datasets import InstanceIndex, Stage1Dataset, Stage2Dataset
-from deconvnet.data.proposals import load_proposals
-from deconvnet.data.synthetic import generate
 from deconvnet.data.device_windows import DeviceWindowSource, WindowSpecs, cut_batch
+from deconvnet.data.proposals import load_proposals
 from deconvnet.data.store import open_store
+from deconvnet.data.synthetic import generate
 from deconvnet.data.voc import VOCSegmentationIndex
 
 

@@ -56,50 +56,55 @@ def _timed(step, device: torch.device, warmup: int, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def _train_variant(args, device: torch.device, images: torch.Tensor, labels: torch.Tensor,
+                   bf16: bool, channels_last: bool, compiled: bool) -> dict:
+    """Windows/s (and peak memory) of training steps with one precision / layout / compile."""
+    torch.manual_seed(0)
+    net = DeconvNet(input_size=args.input_size, width=args.width).to(device).train()
+    normalizer = InputNormalizer("torchvision").to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    model = torch.compile(net) if compiled else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        x = normalizer(images)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, bf16):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), labels, ignore_index=255)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    entry = {"precision": "bf16-mixed" if bf16 else "fp32", "channels_last": channels_last,
+             "compile": compiled}
+    try:
+        start = time.perf_counter()
+        seconds = _timed(step, device, args.warmup, args.steps)
+        entry.update(windows_per_s=round(images.shape[0] / seconds, 1),
+                     wall_s=round(time.perf_counter() - start, 1))
+        if device.type == "cuda":
+            entry["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    except Exception as err:  # one failing variant (e.g. compile) must not hide the others
+        entry["error"] = f"{type(err).__name__}: {str(err)[:200]}"
+    return entry
+
+
 def bench_train(args, device: torch.device) -> list[dict]:
     """Windows/s of stage-1 training steps for each precision / layout / compile choice."""
     size, batch = args.input_size, args.batch
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 21, (batch, size, size), device=device)
     labels[:, :8] = 255
-    results = []
     variants = [(bf16, cl, comp) for comp in ((False, True) if args.compile else (False,))
                 for bf16 in (False, True) for cl in (False, True)]
+    results = []
     for bf16, channels_last, compiled in variants:
-        torch.manual_seed(0)
-        net = DeconvNet(input_size=size, width=args.width).to(device).train()
-        normalizer = InputNormalizer("torchvision").to(device)
-        if channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        model = torch.compile(net) if compiled else net
-        optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-
-        def step():
-            x = normalizer(images)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, bf16):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), labels, ignore_index=255)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        entry = {"precision": "bf16-mixed" if bf16 else "fp32", "channels_last": channels_last,
-                 "compile": compiled}
-        try:
-            start = time.perf_counter()
-            seconds = _timed(step, device, args.warmup, args.steps)
-            entry.update(windows_per_s=round(batch / seconds, 1),
-                         wall_s=round(time.perf_counter() - start, 1))
-            if device.type == "cuda":
-                entry["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        except Exception as err:  # one failing variant (e.g. compile) must not hide the others
-            entry["error"] = f"{type(err).__name__}: {str(err)[:200]}"
-        results.append(entry)
-        del net, model, optimizer
+        results.append(_train_variant(args, device, images, labels, bf16, channels_last, compiled))
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return results
@@ -188,7 +193,7 @@ def bench_eval_windows(args, device: torch.device) -> dict:
     windows = torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], 1).to(device)
     result = {"proposals": args.proposals, "image": [375, 500]}
     for bf16 in (False, True):
-        def run():
+        def run(bf16=bf16):
             with _autocast(device, bf16):
                 instance_scores(lambda x: net(normalizer(x)), image, windows, args.input_size, "max", 64)
         seconds = _timed(run, device, 1, max(1, args.steps // 2))

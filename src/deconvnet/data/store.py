@@ -185,7 +185,7 @@ def build_store(reader: VOCSegmentationIndex, paths: StorePaths, threads: int = 
                 pass
         for kind in kinds:
             arrays[kind].flush()
-        del arrays
+        arrays.clear()  # closes the memory maps before the files are renamed
         counts = np.array([len(x) for x in instances_of], np.int64)
         index_temp = _temp_name(paths.index)
         with open(index_temp, "wb") as f:

@@ -39,7 +39,6 @@ from deconvnet.training.optim import (
 )
 from deconvnet.training.wandb_logger import log_segmentation_samples
 
-
 # The device pipeline's hook lives here on purpose (the module cuts the windows on its
 # device); Lightning warns whenever a module overrides it and a DataModule is passed.
 warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer` in `LightningModule`")
