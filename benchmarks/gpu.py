@@ -235,7 +235,10 @@ def main() -> None:
     parser.add_argument("--compile", default=None, choices=["on", "off"],
                         help="also time torch.compile (default: on for CUDA, off otherwise)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: train,bf16,device,eval,crf")
+    parser.add_argument("--width", type=float, default=None, help="DeconvNet width (default 1, tiny 0.0625)")
+    parser.add_argument("--batch", type=int, default=None, help="windows per batch (default 64, tiny 4)")
     args = parser.parse_args()
+    width, batch = args.width, args.batch
     device = torch.device(args.device)
     args.compile = (args.compile or ("on" if device.type == "cuda" else "off")) == "on"
     if args.tiny:
@@ -244,6 +247,8 @@ def main() -> None:
     else:
         args.width, args.input_size, args.window_size, args.batch = 1.0, 224, 250, 64
         args.warmup, args.steps, args.proposals, args.store_images, args.crf_images = 3, 10, 50, 200, 16
+    args.width = width if width is not None else args.width
+    args.batch = batch if batch is not None else args.batch
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
