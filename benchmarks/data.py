@@ -1,18 +1,23 @@
 """Data-loading throughput of the stage-1 and stage-2 training pipelines against a baseline.
 
-    python benchmarks/data.py [--images 60] [--examples 400] [--root DIR]
+    python benchmarks/data.py [--images 100] [--examples 200] [--root DIR] [--device cuda]
 
 Writes a synthetic VOC set at VOC image sizes (longer side 500) into a temporary folder
-(or uses --root), builds the stage-1 and stage-2 example lists once, and times, in one
-process (num_workers=0, i.e. per loader worker), loading the same examples with
+(or uses --root), builds the stage-1 and stage-2 example lists and the decoded store once,
+and times, in one process on one core (num_workers=0, one thread: i.e. per loader worker),
+loading the same examples in batches of 16 with
 
-* ours: Stage1Dataset / Stage2Dataset (VOCSegmentationIndex, one cv2 affine warp for
-  crop + pad + resize to 250, albumentations random 224 crop + flip);
 * baseline: torchvision.datasets.VOCSegmentation + torchvision.transforms.v2 doing the
   same work (pad with 0 / 255, crop the window, resize to 250 bilinear / nearest,
-  random 224 crop + horizontal flip), reading SegmentationObject for stage 1 as we do.
+  random 224 crop + horizontal flip), reading SegmentationObject for stage 1 as we do;
+* decode: Stage1Dataset / Stage2Dataset on VOCSegmentationIndex (JPEG + PNG decoded per
+  window, one cv2 affine warp for crop + pad + resize to 250, albumentations crop + flip);
+* store_workers: the same datasets on the decoded store (data.store=true, pipeline=workers);
+* store_device: window descriptions (data.pipeline=device) cut in one batched call per
+  batch from the store's tensors on ``--device`` (default cpu: the memory maps themselves).
 
-Prints one JSON object: examples per second for each, and ours / baseline.
+Each is timed three times, alternately (fair under load); the best round counts. Prints one
+JSON object: windows per second for each and its ratio to the baseline.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from deconvnet.config import load_config
 from deconvnet.data.datasets import InstanceIndex, Stage1Dataset, Stage2Dataset
+from deconvnet.data.device_windows import DeviceWindowSource, WindowSpecs, cut_batch
 from deconvnet.data.proposals import load_proposals
+from deconvnet.data.store import open_store
 from deconvnet.data.synthetic import generate
 from deconvnet.data.voc import VOCSegmentationIndex
 
@@ -83,22 +90,33 @@ class TorchvisionBaseline(Dataset):
         return {"image": image.as_subclass(torch.Tensor), "label": label[0].as_subclass(torch.Tensor).long()}
 
 
-def _rate(dataset: Dataset, rows: np.ndarray) -> float:
-    """Examples per second loading ``rows`` with a num_workers=0 DataLoader."""
+def _rate(dataset: Dataset, rows: np.ndarray, device: torch.device | None = None) -> float:
+    """Windows per second loading ``rows`` with a num_workers=0 DataLoader; window
+    descriptions (``WindowSpecs``) are moved to ``device`` and cut there, as training does."""
     subset = torch.utils.data.Subset(dataset, rows.tolist())
+    sources = {dataset.source: DeviceWindowSource(dataset.reader, dataset.crop_size)} \
+        if isinstance(dataset, WindowSpecs) else None
+    if sources is not None:  # the store made resident on the device once, before timing
+        sources[dataset.source].tensors(device)
     start = time.perf_counter()
     for batch in DataLoader(subset, batch_size=16, num_workers=0):
+        if sources is not None:
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            batch = cut_batch(batch, sources)
         assert batch["image"].dtype == torch.uint8 and batch["label"].dtype == torch.int64
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
     return len(rows) / (time.perf_counter() - start)
 
 
-def compare(ours: Dataset, baseline: Dataset, rows: np.ndarray, repeats: int = 3) -> tuple[float, float]:
-    """Best rate of each over ``repeats`` rounds, the two measured alternately (fair under load)."""
-    best_ours = best_base = 0.0
+def best_rates(pipelines: dict[str, tuple[Dataset, torch.device | None]], rows: np.ndarray,
+               repeats: int = 3) -> dict[str, float]:
+    """Best rate of each pipeline over ``repeats`` rounds, measured alternately."""
+    best = dict.fromkeys(pipelines, 0.0)
     for _ in range(repeats):
-        best_ours = max(best_ours, _rate(ours, rows))
-        best_base = max(best_base, _rate(baseline, rows))
-    return best_ours, best_base
+        for name, (dataset, device) in pipelines.items():
+            best[name] = max(best[name], _rate(dataset, rows, device))
+    return best
 
 
 def main() -> None:
@@ -106,9 +124,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100, help="synthetic images (default 100)")
     parser.add_argument("--examples", type=int, default=200, help="examples timed per pipeline and round")
     parser.add_argument("--root", default=None, help="existing VOC root (default: a temporary synthetic set)")
+    parser.add_argument("--device", default="cpu", help="where store_device cuts (cpu | cuda)")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     torch.set_num_threads(1)  # one loader worker = one core
+    device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root) if args.root else Path(tmp)
         if not args.root:
@@ -116,21 +137,31 @@ def main() -> None:
         cfg = load_config(None, [f"data.root={root}", "data.train_split=train",
                                  f"data.proposals.cache_dir={Path(tmp) / 'proposals'}"])
         reader = VOCSegmentationIndex(root, "train")
+        stored = open_store(reader, Path(tmp) / "cache")
         index = InstanceIndex.build(reader)
-        stage1 = Stage1Dataset(reader, index, balance=False)
-        stage2 = Stage2Dataset(reader, load_proposals(cfg, "train", reader=reader), index, balance=False)
-        proposal_rows = np.arange(len(stage2) - len(stage2.proposal_table), len(stage2))
+        proposals = load_proposals(cfg, "train", reader=reader)
+        stage1 = {"decode": Stage1Dataset(reader, index, balance=False),
+                  "store_workers": Stage1Dataset(stored, index, balance=False)}
+        stage2 = {"decode": Stage2Dataset(reader, proposals, index, balance=False),
+                  "store_workers": Stage2Dataset(stored, proposals, index, balance=False)}
         rng = np.random.default_rng(0)
-        result = {"images": len(reader), "image_size": "VOC-like, longer side 500",
-                  "num_workers": 0, "unit": "examples/s per worker"}
-        for name, ours, rows in (("stage1", stage1, np.arange(len(stage1))),
-                                 ("stage2_proposals", stage2, proposal_rows)):
+        result = {"images": len(reader), "image_size": "VOC-like, longer side 500", "num_workers": 0,
+                  "threads": 1, "device": str(device), "unit": "windows/s per core (one loader worker)"}
+        proposal_start = len(stage2["decode"]) - len(stage2["decode"].proposal_table)
+        for name, sets, rows in (("stage1", stage1, np.arange(len(stage1["decode"]))),
+                                 ("stage2_proposals", stage2, np.arange(proposal_start, len(stage2["decode"])))):
             rows = rng.choice(rows, size=min(args.examples, len(rows)), replace=False)
-            baseline = TorchvisionBaseline(root, "train", ours.table)
-            ours_rate, base_rate = compare(ours, baseline, rows)
-            result[name] = {"examples": len(rows), "ours": round(ours_rate, 1),
-                            "torchvision_baseline": round(base_rate, 1),
-                            "ratio": round(ours_rate / base_rate, 2)}
+            pipelines = {
+                "torchvision_baseline": (TorchvisionBaseline(root, "train", sets["decode"].table), None),
+                "decode": (sets["decode"], None),
+                "store_workers": (sets["store_workers"], None),
+                "store_device": (WindowSpecs(sets["store_workers"], "train"), device),
+            }
+            rates = best_rates(pipelines, rows, args.repeats)
+            base = rates["torchvision_baseline"]
+            result[name] = {"examples": len(rows), **{k: round(v, 1) for k, v in rates.items()},
+                            "ratio_to_baseline": {k: round(v / base, 2) for k, v in rates.items()
+                                                  if k != "torchvision_baseline"}}
     print(json.dumps(result, indent=2))
 
 

@@ -10,6 +10,7 @@
     deconvnet convert MODEL.caffemodel --network deconvnet|fcn8s|vgg16 --out FILE [--bn inference|learn]
     deconvnet convert EDGEBOX_DIR --proposals --data-root DIR --split SPLIT --out FILE.npz
     deconvnet windows-report CONFIG [key=value ...]
+    deconvnet cache CONFIG [key=value ...]
     deconvnet pipeline EXPERIMENT_DIR [--steps a,b] [--full] [key=value ...]   (options go anywhere)
 
 Heavy imports (torch, lightning) happen inside each command so `--help` is instant.
@@ -115,6 +116,14 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from deconvnet.data.store import cache_from_config
+
+    for reader in cache_from_config(_config_and_overrides(args)):
+        print(f"{reader.split}: {len(reader)} images in {reader.paths.marker.parent}")
+    return 0
+
+
 def _cmd_download(args: argparse.Namespace) -> int:
     from deconvnet.data.download import download, download_official
 
@@ -186,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                     _cmd_windows_report)
     p.add_argument("--limit", type=int, default=None,
                    help="read at most this many official examples per list (labels are decoded)")
+    with_config("cache", "decode the splits' images and masks into the store (data.cache_dir)", _cmd_cache)
 
     p = sub.add_parser("predict", help="label PNGs and overlays for arbitrary images")
     p.add_argument("config", help="experiment YAML file")

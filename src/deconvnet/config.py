@@ -144,6 +144,13 @@ class DataConfig:
     check: str = choice("headers", ("headers", "full"))
     # the synthetic set this recipe was made for (None: real data); made when missing
     synthetic: SyntheticConfig | None = None
+    # decoded store: images and masks decoded once into memory-mapped uint8 arrays under
+    # cache_dir (`deconvnet cache`, or built on first use); false: decode the files per item
+    store: bool = True
+    cache_dir: str = "${data.root}/cache"
+    # windows: workers (cut with OpenCV in the loader workers) | device (the loader hands over
+    # window descriptions; the training module cuts them on the device; needs store=true)
+    pipeline: str = choice("workers", ("workers", "device"))
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
     # stage 1/2 windows: voc (built from the annotations of data.root) | official (the release's
     # VOC_OBJECT / VOC2012_SEG_AUG training lists under data.official_root, read as they are)

@@ -106,3 +106,28 @@ def test_inference_windows_top_k_square_and_whole_image_fallback():
     for empty in (None, np.zeros((0, 4), np.float32)):
         whole = inference_windows(empty, height=40, width=50, num_proposals=50, context_scale=1.0, square=False)
         np.testing.assert_allclose(whole, [[0, 0, 50, 40]])
+
+
+@pytest.mark.parametrize("aggregation", ["max", "sum"])
+def test_paste_over_each_box_equals_resampling_the_whole_frame(aggregation):
+    """Fractional boxes of several sizes, some crossing the border, one outside the image:
+    the same values as resampling every window over the whole frame and masking its box."""
+    torch.manual_seed(1)
+    scores = torch.randn(7, 3, 12, 12)
+    boxes = torch.tensor([[2.3, 3.7, 30.1, 20.9], [-5.5, -7.2, 10.4, 12.6], [20.0, 10.0, 45.0, 50.0],
+                          [1.6, 2.2, 29.4, 19.4], [-30.0, -30.0, -2.0, -4.0], [0.0, 0.0, 36.0, 40.0],
+                          [8.25, 8.75, 9.5, 9.9]])
+    height, width = 40, 36
+    centres_x, centres_y = torch.arange(width) + 0.5, torch.arange(height) + 0.5
+    expected = torch.zeros(3, height, width)
+    for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        gx = (2 * (centres_x - x1) / (x2 - x1) - 1)[None, :].expand(height, width)
+        gy = (2 * (centres_y - y1) / (y2 - y1) - 1)[:, None].expand(height, width)
+        full = F.grid_sample(scores[k:k + 1], torch.stack([gx, gy], -1)[None], mode="bilinear",
+                             padding_mode="border", align_corners=False)[0]
+        inside = ((centres_y >= y1) & (centres_y < y2))[:, None] & ((centres_x >= x1) & (centres_x < x2))[None, :]
+        full = torch.where(inside, full, torch.zeros(()))
+        expected = torch.maximum(expected, full) if aggregation == "max" else expected + full
+    for chunk in (1, 1 << 26):
+        out = paste_windows(scores, boxes, height, width, aggregation, chunk_elements=chunk)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)

@@ -81,12 +81,27 @@ def batch_plan(global_batch: int, world_size: int, per_device: int | None = None
 
 def open_split(cfg, split: str):
     """The reader of one split of cfg.data.root (checks lists, files and sizes once); a
-    recipe's synthetic set (cfg.data.synthetic) is made first when missing."""
+    recipe's synthetic set (cfg.data.synthetic) is made first when missing; with
+    cfg.data.store, the split's decoded store (built first when missing or stale)."""
     from deconvnet.data.synthetic import ensure_synthetic
     from deconvnet.data.voc import VOCSegmentationIndex
 
     ensure_synthetic(cfg)
-    return VOCSegmentationIndex(cfg.data.root, split)
+    reader = VOCSegmentationIndex(cfg.data.root, split)
+    if not cfg.data.get("store", False):
+        return reader
+    from deconvnet.data.store import open_store
+
+    return open_store(reader, cfg.data.cache_dir)
+
+
+def window_pipeline(cfg) -> str:
+    """cfg.data.pipeline (workers | device; the schema checks the choice); device needs the store."""
+    pipeline = str(cfg.data.get("pipeline", "workers"))
+    if pipeline == "device" and not cfg.data.get("store", False):
+        raise UserError("data.pipeline=device cuts windows from the decoded store: set data.store=true "
+                        "(or data.pipeline=workers)")
+    return pipeline
 
 
 class _DeconvNetData(L.LightningDataModule):
@@ -165,6 +180,21 @@ class Stage1DataModule(_DeconvNetData):
             self.val_set = Stage1Dataset(
                 reader, InstanceIndex.build(reader), **window_params(data), balance=False,
                 train=False, window_size=data.window_size, crop_size=data.crop_size)
+        if window_pipeline(self.cfg) == "device":
+            self._windows_on_device()
+
+    def _windows_on_device(self) -> None:
+        """data.pipeline=device: the loaders yield window descriptions, cut by the training
+        module's on_after_batch_transfer from ``window_sources`` (see data/device_windows.py)."""
+        from deconvnet.data.device_windows import DeviceWindowSource, WindowSpecs
+
+        if not hasattr(self, "window_sources"):
+            self.window_sources = {}
+        for name in ("train", "val"):
+            dataset = getattr(self, f"{name}_set")
+            if dataset is not None and not isinstance(dataset, WindowSpecs):
+                setattr(self, f"{name}_set", WindowSpecs(dataset, name))
+                self.window_sources[name] = DeviceWindowSource(dataset.reader, dataset.crop_size)
 
     def _training_set(self, reader, index: InstanceIndex) -> Dataset:
         data = self.cfg.data

@@ -14,10 +14,10 @@ For one image (PAPER.md, "Inference"; the official ``generate_EDeconvNet_CRF_res
    merged into the image frame: pixel-wise max (eq. 1, official) or sum (eq. 2), with the
    accumulator starting at zero, so pixels no window covers keep score 0 for every class.
 
-Paste-back is batched too: ``grid_sample`` maps every image pixel to its position inside
-each window (pixel centres at i + 0.5, the geometry of ``window_affine``), pixels outside a
-window's box contribute 0, and the windows are reduced by max or sum, a chunk of windows at
-a time so that K x C x H x W never has to fit in memory at once.
+Paste-back is batched too: ``grid_sample`` maps each image pixel of a window's box to its
+position inside the window (pixel centres at i + 0.5, the geometry of ``window_affine``),
+over that box only (windows with equally sized boxes in one call), and the windows are
+reduced into the frame by max or sum; pixels outside a window's box get nothing from it.
 """
 
 from __future__ import annotations
@@ -79,30 +79,47 @@ def paste_windows(
     (image pixel coordinates, x2/y2 exclusive, may cross the image border). Pixels outside
     every box keep 0. ``max``: pixel-wise maximum over windows and the zero accumulator;
     ``sum``: pixel-wise sum.
+
+    Each window is resampled only over the image pixels whose centres lie in its box (its
+    region), so the cost follows the windows' area, not K x the frame: windows whose
+    regions have the same size go through one ``grid_sample`` call (at most
+    ``chunk_elements`` output values per call), then each region is merged into the frame.
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-    num_windows, num_classes = scores.shape[:2]
+    num_classes = scores.shape[1]
     windows = windows.to(device=scores.device, dtype=torch.float32)
     total = scores.new_zeros((num_classes, height, width))
     gx, inside_x = _box_grid(windows, width, axis=0)  # K x W
     gy, inside_y = _box_grid(windows, height, axis=1)  # K x H
-    chunk = max(1, chunk_elements // max(1, num_classes * height * width))
-    for i in range(0, num_windows, chunk):
-        part = slice(i, i + chunk)
-        k = len(gx[part])
-        grid = torch.stack(
-            [gx[part, None, :].expand(k, height, width), gy[part, :, None].expand(k, height, width)],
-            dim=-1,
-        )
-        resized = F.grid_sample(scores[part], grid, mode="bilinear", padding_mode="border",
-                                align_corners=False)  # k x C x H x W
-        inside = (inside_y[part, :, None] & inside_x[part, None, :])[:, None]  # k x 1 x H x W
-        resized = torch.where(inside, resized, torch.zeros((), device=resized.device))
-        if aggregation == "max":
-            total = torch.maximum(total, resized.amax(0))
-        else:
-            total = total + resized.sum(0)
+    # each window's region: the first pixel inside and how many (centres inside form a run)
+    x0, nx = inside_x.int().argmax(1), inside_x.sum(1)
+    y0, ny = inside_y.int().argmax(1), inside_y.sum(1)
+    regions = torch.stack([y0, ny, x0, nx], 1).tolist()  # one transfer for all windows
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for k, (_, rows, _, cols) in enumerate(regions):
+        if rows > 0 and cols > 0:
+            by_size.setdefault((rows, cols), []).append(k)
+    for (rows, cols), members in by_size.items():
+        step = max(1, chunk_elements // max(1, num_classes * rows * cols))
+        for start in range(0, len(members), step):
+            group = members[start:start + step]
+            index = torch.tensor(group, device=scores.device)
+            cols_at = x0[index, None] + torch.arange(cols, device=scores.device)  # G x cols
+            rows_at = y0[index, None] + torch.arange(rows, device=scores.device)  # G x rows
+            grid_x = gx[index[:, None], cols_at]
+            grid_y = gy[index[:, None], rows_at]
+            grid = torch.stack([grid_x[:, None, :].expand(-1, rows, cols),
+                                grid_y[:, :, None].expand(-1, rows, cols)], dim=-1)
+            resized = F.grid_sample(scores[index], grid, mode="bilinear", padding_mode="border",
+                                    align_corners=False)  # G x C x rows x cols
+            for g, k in enumerate(group):
+                top, left = regions[k][0], regions[k][2]
+                target = total[:, top:top + rows, left:left + cols]
+                if aggregation == "max":
+                    torch.maximum(target, resized[g], out=target)
+                else:
+                    target += resized[g]
     return total
 
 

@@ -19,6 +19,7 @@ section) so that ``checkpoints.load_network`` can rebuild the network.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import lightning.pytorch as pl
@@ -38,6 +39,10 @@ from deconvnet.training.optim import (
     build_step_scheduler,
 )
 from deconvnet.training.wandb_logger import log_segmentation_samples
+
+# The device pipeline's hook lives here on purpose (the module cuts the windows on its
+# device); Lightning warns whenever a module overrides it and a DataModule is passed.
+warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer` in `LightningModule`")
 
 
 class SegmentationModule(pl.LightningModule):
@@ -75,6 +80,16 @@ class SegmentationModule(pl.LightningModule):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """data.pipeline=device: a batch of window descriptions becomes its cut windows here,
+        in one batched call on the device (the sources are the DataModule's ``window_sources``)."""
+        if isinstance(batch, dict) and "window_box" in batch:
+            from deconvnet.data.device_windows import cut_batch
+
+            datamodule = self._trainer.datamodule if self._trainer is not None else None
+            batch = cut_batch(batch, getattr(datamodule, "window_sources", None))
+        return batch
 
     # -- training ------------------------------------------------------------------------------
 
