@@ -2,7 +2,7 @@
 
     deconvnet train CONFIG [key=value ...]
     deconvnet eval CONFIG [key=value ...]
-    deconvnet predict CONFIG IMAGE... [key=value ...]
+    deconvnet predict CONFIG IMAGE... [key=value ...] [--out DIR]
     deconvnet score --pred DIR --gt DIR [--out DIR]
     deconvnet synth --root DIR [--images N] [--seed S]
     deconvnet proposals CONFIG [key=value ...]
@@ -46,7 +46,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     images = [a for a in args.rest if "=" not in a]
     if not images:
         raise SystemExit("deconvnet predict: give at least one image path")
-    predict(load_config(args.config, overrides), images)
+    predict(load_config(args.config, overrides), images, out=args.out)
     return 0
 
 
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="label PNGs and overlays for arbitrary images")
     p.add_argument("config", help="experiment YAML file")
     p.add_argument("rest", nargs="+", metavar="IMAGE|key=value", help="images, then overrides")
+    p.add_argument("--out", default=None,
+                   help="folder for the predictions (default: <output_dir>-predict, beside the config's)")
     p.set_defaults(handler=_cmd_predict)
 
     p = sub.add_parser("score", help="per-class IoU of label PNGs against ground truth")
@@ -139,8 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from deconvnet.errors import UserError
+    from deconvnet.runtime.log_setup import setup_logging
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "predict":  # images and overrides after --out
+        args.rest += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    setup_logging()
     try:
         return args.handler(args)
     except UserError as err:

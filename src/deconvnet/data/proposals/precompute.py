@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from deconvnet.data.proposals import generators
 from deconvnet.data.proposals.cache import cache_path, read_cache, write_cache
+from deconvnet.runtime.lock import FolderLock
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,10 @@ def ensure_proposals(cfg, split: str, reader=None) -> tuple[dict[str, np.ndarray
         return proposals, path
     if why != "no cache yet":
         log.warning("proposals: not using %s (%s); recomputing", path, why)
-    proposals = compute_proposals(reader, generator, float(pcfg.min_size), int(pcfg.top_k), int(pcfg.workers))
-    write_cache(path, split, generator.method, parameters, proposals)
+    # one writer per cache file: a second run computing the same cache stops at once
+    with FolderLock(path.parent, what=f"computation of {path.name}", name=f".{path.name}.lock"):
+        proposals = compute_proposals(reader, generator, float(pcfg.min_size), int(pcfg.top_k), int(pcfg.workers))
+        write_cache(path, split, generator.method, parameters, proposals)
     return proposals, path
 
 
