@@ -146,3 +146,55 @@ def test_predict_never_writes_into_the_evaluation_folder(synthetic_voc, checkpoi
     assert main(["predict", DEMO_EVAL, str(image), "--out", str(out), *args]) == 2
     assert "holds a training or evaluation run" in capsys.readouterr().err
     assert {p.relative_to(out) for p in out.rglob("*") if p.is_file()} == set(before)
+
+
+def _eval_step_done(args: list[str]) -> bool:
+    """What `deconvnet pipeline` decides about the eval step of this config."""
+    from deconvnet.config import load_config
+    from deconvnet.pipeline import plan
+
+    (step,) = [s for s in plan(Path(DEMO_EVAL).parent) if s.name == "eval"]
+    return step.done(load_config(DEMO_EVAL, args))
+
+
+def test_an_evaluation_killed_while_rerunning_is_not_complete(synthetic_voc, checkpoints, tmp_path,
+                                                              monkeypatch, tiny_checkpoint_factory):
+    """#13.3: a rerun killed after writing its config.yaml left the old results.csv, and the
+    pipeline called the step complete; a retrained checkpoint did not count either."""
+    from deconvnet.inference.outputs import EvalOutputs
+
+    out = tmp_path / "eval"
+    fcn = tiny_checkpoint_factory(tmp_path / "fcn.ckpt", "fcn8s")
+    args = _args(synthetic_voc, out, {**checkpoints, "fcn8s": fcn}, "logger.mode=disabled",
+                 "crf.enabled=false")
+    assert main(["eval", DEMO_EVAL, *args]) == 0
+    assert _eval_step_done(args)
+
+    def killed(self, *a, **k):  # dies before the report is written
+        raise MemoryError("killed")
+
+    monkeypatch.setattr(EvalOutputs, "finish", killed)
+    with pytest.raises(MemoryError):
+        main(["eval", DEMO_EVAL, *args])
+    monkeypatch.undo()
+    assert (out / "results.csv").is_file() and not _eval_step_done(args)
+    assert main(["eval", DEMO_EVAL, *args]) == 0 and _eval_step_done(args)
+
+    tiny_checkpoint_factory(fcn, "fcn8s")  # retrained in place: the results are not its results
+    assert not _eval_step_done(args)
+
+
+def test_a_checkpoint_trained_on_other_data_is_refused(synthetic_voc, checkpoints, tmp_path, capsys):
+    """#13.8: a network trained on another synthetic set was evaluated without a word."""
+    import torch
+
+    checkpoint = torch.load(checkpoints["deconvnet"], map_location="cpu", weights_only=True)
+    checkpoint["deconvnet"] = {"data": {"root": "0123456789abcdef", "splits": {}}}
+    other = tmp_path / "other-data.ckpt"
+    torch.save(checkpoint, other)
+    out = tmp_path / "eval"
+    assert main(["eval", DEMO_EVAL, *_args(synthetic_voc, out, {**checkpoints, "deconvnet": other},
+                                           "logger.mode=disabled")]) == 2
+    err = capsys.readouterr().err
+    assert "other-data.ckpt" in err and "another dataset" in err
+    assert not (out / "config.yaml").exists()

@@ -49,6 +49,10 @@ UNUSED = {"train": ("eval", "crf", "schedule.max_steps"), "eval": ("optim", "sch
           "predict": ("optim", "schedule")}
 
 
+# named first when configs differ: they say at once that it is another kind of run
+HEADLINE_KEYS = ("task", "model.name", "data.root", "data.kind")
+
+
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     """{dotted key: leaf value} of a nested mapping (lists are leaves)."""
     if OmegaConf.is_config(node):
@@ -78,7 +82,8 @@ def config_hash(cfg: DictConfig | Mapping, kind: str) -> str:
 def differing_keys(stored: Mapping, asked: Mapping, kind: str) -> list[str]:
     """Keys (in both configs) whose values differ, as 'key: old -> new'."""
     old, new = identity(stored, kind), identity(asked, kind)
-    return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in sorted(old.keys() & new.keys()) if old[k] != new[k]]
+    keys = sorted(old.keys() & new.keys(), key=lambda k: (k not in HEADLINE_KEYS, k))
+    return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys if old[k] != new[k]]
 
 
 def file_identity(paths: Iterable[str | Path | None]) -> dict[str, str]:
