@@ -45,3 +45,18 @@ def test_table1_recipe_runs_every_step_on_the_synthetic_set(synthetic_voc, offli
     assert main(["pipeline", str(TABLE1), *tiny, "--steps", "stage1,stage2,fcn8s,eval,test"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("complete, skipped") == 5
+
+
+def test_each_training_step_hands_its_checkpoint_to_the_next():
+    """Stage 2 starts from the checkpoint stage 1 writes and the evaluation reads stage 2's
+    and FCN-8s', wherever their output_dir is: not from paths typed again in the recipes."""
+    from deconvnet.config import load_config
+    from deconvnet.pipeline import wiring
+
+    steps = plan(TABLE1)
+    wired = wiring(steps, ["output_dir=elsewhere/${name}"])
+    cfg = {s.name: load_config(s.config, wired[s.name] + ["output_dir=elsewhere/${name}"]) for s in steps}
+    assert cfg["stage2"].model.init_from == "elsewhere/table1-stage1/checkpoints/final.ckpt"
+    for name in ("eval", "test"):
+        assert cfg[name].eval.deconvnet_checkpoint == "elsewhere/table1-stage2/checkpoints/final.ckpt"
+        assert cfg[name].eval.fcn_checkpoint == "elsewhere/table1-fcn8s/checkpoints/final.ckpt"
