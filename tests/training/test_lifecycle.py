@@ -29,7 +29,10 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 def _run_child(script: str, overrides: list[str]) -> subprocess.CompletedProcess:
     """Run ``script`` (which sees RECIPE and OVERRIDES) in a fresh Python process."""
-    code = f"RECIPE = {str(RECIPE)!r}\nOVERRIDES = {overrides!r}\n" + textwrap.dedent(script)
+    # one intra-op thread, as the tests' own process (tests/training/conftest.py): float sums
+    # in another order would differ in their last bits
+    code = (f"import torch\ntorch.set_num_threads(1)\nRECIPE = {str(RECIPE)!r}\n"
+            f"OVERRIDES = {overrides!r}\n" + textwrap.dedent(script))
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=600)
@@ -172,3 +175,40 @@ def test_temporary_files_of_killed_writers_are_removed_by_the_next_run(tiny, tmp
     assert main(["train", str(RECIPE), *tiny("tidy")]) == 0
     assert not stale.exists() and live.exists()
     assert sorted(p.name for p in ckpt.iterdir()) == sorted(["final.ckpt", "last.ckpt", live.name])
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(tiny, tmp_path):
+    """#13.5: a killed and resumed run ended up to 10.7 away from an uninterrupted one (the
+    loader restarted its epoch with a new shuffle; the random generators were not restored)."""
+    common = dict(schedule__max_steps=6, schedule__val_every_n_steps=2, optim__lr=0.01)
+    straight = tiny("straight", **common)
+    assert main(["train", str(RECIPE), *straight]) == 0
+
+    resumed = tiny("resumed", **common)
+    child = _run_child("""
+        import os, signal
+        from lightning.pytorch.callbacks import Callback
+        from deconvnet.config import load_config
+        from deconvnet.training.run import train
+
+        class KillAtStep3(Callback):  # kill -9 before step 3 (last.ckpt is at step 2)
+            def on_train_batch_start(self, trainer, *args):
+                if trainer.global_step == 3:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        train(load_config(RECIPE, OVERRIDES), callbacks=[KillAtStep3()])
+    """, resumed)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    out = tmp_path / "resumed"
+    last = torch.load(out / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 2 and not (out / "checkpoints/final.ckpt").exists()
+    assert main(["train", str(RECIPE), *resumed]) == 0
+
+    for name in ("last.ckpt", "final.ckpt"):
+        a = torch.load(tmp_path / "straight/checkpoints" / name, map_location="cpu", weights_only=True)
+        b = torch.load(out / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert a["global_step"] == b["global_step"] == 6
+        assert a["state_dict"].keys() == b["state_dict"].keys()
+        for key, value in a["state_dict"].items():
+            assert torch.equal(value, b["state_dict"][key]), f"{name}: {key} differs"

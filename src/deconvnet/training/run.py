@@ -62,6 +62,7 @@ from deconvnet.training.checkpoints import (
     checkpoint_dir,
     find_resume_checkpoint,
 )
+from deconvnet.training.exact_resume import ExactResume
 from deconvnet.training.finish import finish_training
 from deconvnet.training.losses import LOSS_NORMALIZATIONS
 from deconvnet.training.optim import OPTIMIZERS, SCHEDULES
@@ -237,7 +238,10 @@ def _train(cfg: DictConfig, folder: RunFolder, record: dict, explicit: Path | No
     steps = cfg.schedule
     report = folder.path / FAILURE_REPORT
     hint = f"The last good checkpoint is {ckpt_dir / LAST}. "
+    exact = ExactResume(crop_size=int(cfg.data.crop_size))
+    exact.install(datamodule)  # the training loader's position and RNGs go into last.ckpt
     builtin: list[Callback] = [
+        exact,
         NonFiniteLossGuard(checkpoint_hint=hint, report_path=report),
         ImagesPerSecond(every_n_steps=int(cfg.trainer.log_every_n_steps)),
         ProgressBar(),
