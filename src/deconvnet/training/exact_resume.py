@@ -106,6 +106,23 @@ def resumable_loader(loader: DataLoader, world: int, rank: int) -> DataLoader:
     )
 
 
+class _ResumableTrainLoader:
+    """``datamodule.train_dataloader`` replaced: the DataModule's loader made resumable. An
+    object rather than a closure: ``ddp_spawn`` pickles the DataModule with it."""
+
+    def __init__(self, datamodule: LightningDataModule, callback: ExactResume) -> None:
+        self.datamodule = datamodule
+        self.callback = callback
+
+    def __call__(self) -> DataLoader:
+        datamodule = self.datamodule
+        trainer = getattr(datamodule, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        loader = resumable_loader(type(datamodule).train_dataloader(datamodule), world, rank)
+        self.callback.watch(loader)
+        return loader
+
+
 def _global_rng() -> dict[str, Any]:
     """Every global generator's state, in types a ``weights_only`` checkpoint load accepts."""
     name, keys, position, has_gauss, gauss = np.random.get_state()
@@ -169,17 +186,11 @@ class ExactResume(Callback):
 
     def install(self, datamodule: LightningDataModule) -> None:
         """Make ``datamodule.train_dataloader()`` return a resumable loader watched by this callback."""
-        build = datamodule.train_dataloader
+        datamodule.train_dataloader = _ResumableTrainLoader(datamodule, self)  # type: ignore[method-assign]
 
-        def train_dataloader() -> DataLoader:
-            trainer = getattr(datamodule, "trainer", None)
-            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-            loader = resumable_loader(build(), world, rank)
-            self.sampler, self.dataset = loader.sampler, loader.dataset
-            self.sampler.before_batch = self._before_batch
-            return loader
-
-        datamodule.train_dataloader = train_dataloader  # type: ignore[method-assign]
+    def watch(self, loader: DataLoader) -> None:
+        self.sampler, self.dataset = loader.sampler, loader.dataset
+        self.sampler.before_batch = self._before_batch
 
     def _before_batch(self, batch: int) -> None:
         pipeline = _augmentation(self.dataset)
