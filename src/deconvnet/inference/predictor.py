@@ -9,6 +9,9 @@
 Networks here take float (or uint8) 0-255 RGB batches: :func:`with_normalizer` puts the
 input normalisation of their weights in front of them, so windows are cut from the raw
 image with zero padding (black), as in training.
+
+:func:`build_predictor` makes the predictor of a config (its checkpoints and ``eval.*``
+settings): the one per-image path of ``deconvnet eval`` and ``deconvnet predict``.
 """
 
 from __future__ import annotations

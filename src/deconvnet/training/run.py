@@ -18,6 +18,9 @@ from accepted before anything is written; ``complete.json`` is written last. A r
   other data or another ``model.init_from`` file is refused;
 - ``resume=never``: starts afresh (the folder's previous checkpoints and records go);
 - any other value: the path of a checkpoint to continue from.
+
+A resumed run continues the epoch at the batch where it stopped, with every random
+generator restored (:mod:`deconvnet.training.exact_resume`).
 """
 
 from __future__ import annotations
