@@ -212,3 +212,24 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(tiny, tmp_pat
         assert a["state_dict"].keys() == b["state_dict"].keys()
         for key, value in a["state_dict"].items():
             assert torch.equal(value, b["state_dict"][key]), f"{name}: {key} differs"
+
+
+@pytest.mark.slow
+def test_a_training_run_on_other_data_is_noticed(tiny, synthetic_voc, tmp_path, capsys):
+    """#13.8: the demo silently reused a stage-1 network trained on another synthetic set."""
+    import shutil
+
+    from deconvnet.pipeline import _trained
+
+    assert main(["train", str(RECIPE), *tiny("data")]) == 0
+    other = tmp_path / "other-voc"
+    shutil.copytree(synthetic_voc, other)
+    same = tiny("data", data__root=other)
+    assert _trained(load_config(RECIPE, same))  # the same files elsewhere: the same data
+    image = next((other / "VOCdevkit/VOC2012/JPEGImages").glob("*.jpg"))
+    image.write_bytes(image.read_bytes() + b"\0")  # one image is not the same file any more
+    assert not _trained(load_config(RECIPE, same))
+    capsys.readouterr()
+    assert main(["train", str(RECIPE), *same]) == 2
+    err = capsys.readouterr().err
+    assert "other data" in err and "resume=never" in err

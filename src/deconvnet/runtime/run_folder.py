@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 COMPLETION_FILE = "complete.json"
 
-# Keys that may differ between two runs in one folder: where and how fast it runs, how it logs.
+# Keys that may differ between two runs in one folder: where and how fast it runs, how it
+# logs, where the data is (the data itself is compared by its fingerprint).
 FREE_KEYS = (
-    "name", "output_dir", "resume", "logger", "trainer.accelerator", "trainer.devices",
+    "name", "output_dir", "resume", "logger", "data.root", "trainer.accelerator", "trainer.devices",
     "trainer.num_nodes", "trainer.strategy", "trainer.log_every_n_steps",
     "trainer.limit_val_batches", "data.num_workers", "data.proposals.workers",
     "data.proposals.cache_dir", "crf.workers", "eval.proposal_batch_size",
@@ -50,7 +51,7 @@ UNUSED = {"train": ("eval", "crf", "schedule.max_steps"), "eval": ("optim", "sch
 
 
 # named first when configs differ: they say at once that it is another kind of run
-HEADLINE_KEYS = ("task", "model.name", "data.root", "data.kind")
+HEADLINE_KEYS = ("task", "model.name", "data.kind")
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
