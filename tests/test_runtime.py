@@ -76,3 +76,34 @@ def test_config_differences_name_the_keys_that_matter():
     # training: devices, name, more steps and eval settings may change; lr and task may not
     assert differing_keys(stored, asked, "train") == ["task: 'deconvnet' -> 'fcn8s'", "optim.lr: 0.01 -> 0.1"]
     assert differing_keys(stored, asked, "eval") == ["task: 'deconvnet' -> 'fcn8s'", "eval.split: 'val' -> 'test'"]
+
+
+def test_a_second_computation_of_one_proposal_cache_stops_at_once(synthetic_voc, tmp_path, capsys):
+    """#13.2: two runs computing the same proposal cache both computed and wrote it."""
+    import json
+    import socket
+
+    from deconvnet.cli import main
+    from deconvnet.config import load_config
+    from deconvnet.data.proposals import generators
+    from deconvnet.data.proposals.cache import cache_path
+    from deconvnet.data.proposals.precompute import proposal_parameters
+
+    overrides = [f"data.root={synthetic_voc}", f"data.proposals.cache_dir={tmp_path}",
+                 "data.proposals.method=ground_truth", "data.proposals.splits=[val]"]
+    cfg = load_config(None, overrides)
+    generator = generators.build_generator(cfg)
+    path = cache_path(tmp_path, "val", generator.method, proposal_parameters(cfg, generator))
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (tmp_path / f".{path.name}.lock").write_text(json.dumps(
+            {"pid": owner.pid, "host": socket.gethostname(), "what": "proposals"}))
+        config = tmp_path / "proposals.yaml"
+        config.write_text("")
+        assert main(["proposals", str(config), *overrides]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"pid {owner.pid}" in err and not path.exists()
+    finally:
+        owner.kill()
+        owner.wait()
+    assert main(["proposals", str(config), *overrides]) == 0 and path.is_file()
