@@ -93,7 +93,11 @@ def file_identity(paths: Iterable[str | Path | None]) -> dict[str, str]:
     out = {}
     for path in paths:
         if path:
-            stat = Path(path).stat()
+            try:
+                stat = Path(path).stat()
+            except OSError:
+                out[str(path)] = "missing"  # the reader of the file says what is wrong
+                continue
             out[str(path)] = f"{stat.st_size}:{stat.st_mtime_ns}"
     return out
 

@@ -128,8 +128,6 @@ def build_network(cfg: DictConfig, resuming: bool) -> nn.Module:
     return net
 
 
-
-
 def _explicit_resume(cfg: DictConfig) -> Path | None:
     resume = str(cfg.resume)
     if resume in ("auto", "never"):
