@@ -92,13 +92,24 @@ def _from_batch(order: list[int], start: int, batch_size: int,
         yield order[position]
 
 
+class ResumableDataLoader(DataLoader):
+    """A DataLoader Lightning counts as resumable (it has ``state_dict``): its position is
+    kept by :class:`ExactResume` with the random generators, so there is nothing more here."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        return None
+
+
 def resumable_loader(loader: DataLoader, world: int, rank: int) -> DataLoader:
     """The training ``loader`` with a resumable sampler in place of its shuffling."""
     if world > 1:
         sampler: Sampler = ResumableDistributedSampler(loader.dataset, world, rank, loader.batch_size)
     else:
         sampler = ResumableRandomSampler(loader.dataset, loader.batch_size)
-    return DataLoader(
+    return ResumableDataLoader(
         loader.dataset, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last,
         num_workers=loader.num_workers, persistent_workers=loader.persistent_workers,
         pin_memory=loader.pin_memory, collate_fn=loader.collate_fn,
