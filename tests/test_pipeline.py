@@ -72,3 +72,20 @@ def test_test_server_networks_train_on_trainval_aug_and_feed_the_test_run(tmp_pa
     assert steps["stage1_trainval"].done(cfg)
     (lists / "test.txt").write_text("2008_000001\n")
     assert not steps["stage1_trainval"].done(cfg)
+def test_each_training_step_hands_its_checkpoint_to_the_next():
+    """Stage 2 starts from the checkpoint stage 1 writes and the evaluation reads stage 2's
+    and FCN-8s', wherever their output_dir is: not from paths typed again in the recipes."""
+    from deconvnet.config import load_config
+    from deconvnet.pipeline import wiring
+
+    steps = plan(TABLE1)
+    wired = wiring(steps, ["output_dir=elsewhere/${name}"])
+    cfg = {s.name: load_config(s.config, wired[s.name] + ["output_dir=elsewhere/${name}"]) for s in steps}
+    assert cfg["stage2"].model.init_from == "elsewhere/table1-stage1/checkpoints/final.ckpt"
+    assert cfg["eval"].eval.deconvnet_checkpoint == "elsewhere/table1-stage2/checkpoints/final.ckpt"
+    assert cfg["eval"].eval.fcn_checkpoint == "elsewhere/table1-fcn8s/checkpoints/final.ckpt"
+    # the server networks (trainval_aug) feed the test run in the same way
+    assert (cfg["stage2_trainval"].model.init_from
+            == f"elsewhere/{cfg['stage1_trainval'].name}/checkpoints/final.ckpt")
+    assert cfg["test"].eval.deconvnet_checkpoint == f"elsewhere/{cfg['stage2_trainval'].name}/checkpoints/final.ckpt"
+    assert cfg["test"].eval.fcn_checkpoint == f"elsewhere/{cfg['fcn8s_trainval'].name}/checkpoints/final.ckpt"

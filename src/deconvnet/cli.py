@@ -2,7 +2,7 @@
 
     deconvnet train CONFIG [key=value ...]
     deconvnet eval CONFIG [key=value ...]
-    deconvnet predict CONFIG IMAGE... [key=value ...]
+    deconvnet predict CONFIG IMAGE... [key=value ...] [--out DIR]
     deconvnet score --pred DIR --gt DIR [--split NAME --root DIR | --ids FILE] [--out DIR]
     deconvnet synth --root DIR [--images N] [--seed S]
     deconvnet proposals CONFIG [key=value ...]
@@ -60,7 +60,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     images = [a for a in args.rest if "=" not in a]
     if not images:
         raise SystemExit("deconvnet predict: give at least one image path")
-    predict(load_config(args.config, overrides), images)
+    predict(load_config(args.config, overrides), images, out=args.out)
     return 0
 
 
@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="label PNGs and overlays for arbitrary images")
     p.add_argument("config", help="experiment YAML file")
     p.add_argument("rest", nargs="+", metavar="IMAGE|key=value", help="images, then overrides")
+    p.add_argument("--out", default=None,
+                   help="folder for the predictions (default: <output_dir>-predict, beside the config's)")
     p.set_defaults(handler=_cmd_predict)
 
     p = sub.add_parser("score", help="per-class IoU of label PNGs against ground truth")
@@ -263,31 +265,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     overrides_only = all("=" in a and not a.startswith("-") for a in extra)
     if extra and hasattr(args, "overrides") and overrides_only:
         args.overrides = [*args.overrides, *extra]
+    elif extra and args.command == "predict":  # images and overrides after --out
+        args.rest = [*args.rest, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
-
-
-class _StdoutHandler(logging.StreamHandler):
-    """Writes to whatever sys.stdout is at the time (tests and notebooks replace it)."""
-
-    @property
-    def stream(self):
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, _value) -> None:
-        pass
-
-
-def _setup_logging() -> None:
-    """The package's INFO messages reach the user as plain lines on stdout."""
-    package = logging.getLogger("deconvnet")
-    if not any(isinstance(h, _StdoutHandler) for h in package.handlers):
-        handler = _StdoutHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        package.addHandler(handler)
-    package.setLevel(logging.INFO)
 
 
 # Lightning's INFO lines that tell the user nothing about their run: advertisements for
@@ -322,9 +304,10 @@ def _error(command: str, message: object) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from deconvnet.errors import UserError, from_other_process
+    from deconvnet.runtime.log_setup import setup_logging
 
     args = _parse(argv)
-    _setup_logging()
+    setup_logging()
     _silence_third_party_noise()
     try:
         return args.handler(args)

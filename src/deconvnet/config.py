@@ -418,12 +418,10 @@ def save_config(cfg: DictConfig, output_dir: str | Path) -> Path:
     """Write the resolved config (with the git revision) as output_dir/config.yaml, atomically."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    target = out / "config.yaml"
-    tmp = target.with_suffix(".yaml.tmp")
+    from deconvnet.runtime.atomic import write_text_atomic  # unique temporary name
+
     text = f"# git revision: {git_revision()}\n" + OmegaConf.to_yaml(cfg, resolve=True)
-    tmp.write_text(text)
-    tmp.replace(target)
-    return target
+    return write_text_atomic(out / "config.yaml", text)
 
 
 def to_dict(cfg: DictConfig) -> dict:

@@ -8,16 +8,23 @@ An experiment folder holds `stage1.yaml`, `stage2.yaml`, `fcn8s.yaml` and `eval.
 1. data: the train, val (and eval) splits are checked once: file headers, or with
    `data.check=full` (`--full`) every image and mask decoded (deconvnet.data.check);
 2. proposals: computed and cached for the splits that need them;
-3. stage1, stage2, fcn8s: trained; a step whose `checkpoints/final.ckpt` exists is
-   skipped, an interrupted one resumes from its last checkpoint (resume=auto);
-4. eval: the ensemble evaluation on val (skipped when its results.csv exists);
+3. stage1, stage2, fcn8s: trained; a step is skipped when its run folder's completion
+   record matches its config and data (``training.run.is_trained``), an interrupted one
+   resumes from its last checkpoint (resume=auto);
+4. eval: the ensemble evaluation on val, skipped when complete for this config, data and
+   these checkpoint files (``inference.run.is_evaluated``);
 5. stage1_trainval, stage2_trainval, fcn8s_trainval (when the folder has them and
    `test.yaml`): the networks for the server, trained on trainval_aug as the paper's
    submission; skipped while the test split is absent;
 6. test: the server archive, when `test.yaml` exists and the test split is present.
 
-The overrides apply to every step (for example `data.root=data/synthetic`), so every
-step reads the same data. Under DDP, run it with the same launcher as a single step.
+Each step's output feeds the next: the checkpoint a training step writes is passed on as
+stage 2's ``model.init_from`` (stage 1) and as the evaluation's ``eval.deconvnet_checkpoint``
+(stage 2) / ``eval.fcn_checkpoint`` (FCN-8s), and likewise from the trainval steps to the
+test step, so the recipes' own paths need not agree.
+The command-line overrides apply to every step (for example `data.root=data/synthetic`), so
+every step reads the same data, and come after the wiring. Under DDP, run it with the same
+launcher as a single step.
 """
 
 from __future__ import annotations
@@ -36,6 +43,16 @@ TRAIN_STEPS = ("stage1", "stage2", "fcn8s")
 SERVER_TRAIN_STEPS = ("stage1_trainval", "stage2_trainval", "fcn8s_trainval")  # optional
 
 
+# which later step reads a training step's final checkpoint, under which key
+# (the server archive, test, reads the networks trained on trainval_aug)
+FEEDS = {"stage1": {"stage2": "model.init_from"},
+         "stage2": {"eval": "eval.deconvnet_checkpoint"},
+         "fcn8s": {"eval": "eval.fcn_checkpoint"},
+         "stage1_trainval": {"stage2_trainval": "model.init_from"},
+         "stage2_trainval": {"test": "eval.deconvnet_checkpoint"},
+         "fcn8s_trainval": {"test": "eval.fcn_checkpoint"}}
+
+
 @dataclass
 class Step:
     name: str
@@ -45,7 +62,21 @@ class Step:
 
 
 def _final_checkpoint(cfg: DictConfig) -> Path:
-    return Path(cfg.output_dir) / "checkpoints" / "final.ckpt"
+    from deconvnet.training.checkpoints import FINAL, checkpoint_dir
+
+    return checkpoint_dir(cfg.output_dir) / FINAL
+
+
+def _trained(cfg: DictConfig) -> bool:
+    from deconvnet.training.run import is_trained
+
+    return is_trained(cfg)
+
+
+def _evaluated(cfg: DictConfig) -> bool:
+    from deconvnet.inference.run import is_evaluated
+
+    return is_evaluated(cfg)
 
 
 def _check_data(cfg: DictConfig) -> None:
@@ -97,18 +128,28 @@ def plan(exp_dir: str | Path) -> list[Step]:
         Step("data", exp / "stage1.yaml", never, _check_data),
         Step("proposals", exp / "stage2.yaml", never, _proposals),
     ]
-    steps += [Step(n, exp / f"{n}.yaml", lambda c: _final_checkpoint(c).is_file(), _train)
-              for n in TRAIN_STEPS]
-    steps.append(Step("eval", exp / "eval.yaml",
-                      lambda c: (Path(c.output_dir) / "results.csv").is_file(), _evaluate))
+    steps += [Step(n, exp / f"{n}.yaml", _trained, _train) for n in TRAIN_STEPS]
+    steps.append(Step("eval", exp / "eval.yaml", _evaluated, _evaluate))
     if (exp / "test.yaml").is_file():
         steps += [Step(n, exp / f"{n}.yaml",
-                       lambda c: not _server_split_present(c) or _final_checkpoint(c).is_file(), _train)
+                       lambda c: not _server_split_present(c) or _trained(c), _train)
                   for n in SERVER_TRAIN_STEPS if (exp / f"{n}.yaml").is_file()]
         steps.append(Step("test", exp / "test.yaml",
-                          lambda c: not _test_split_present(c)
-                          or any(Path(c.output_dir).glob("*.tar.gz")), _evaluate))
+                          lambda c: not _test_split_present(c) or _evaluated(c), _evaluate))
     return steps
+
+
+def wiring(steps: list[Step], overrides: list[str] | None = None) -> dict[str, list[str]]:
+    """Step name -> the overrides that hand it the outputs of earlier steps (see FEEDS)."""
+    wired: dict[str, list[str]] = {s.name: [] for s in steps}
+    for step in steps:
+        if step.name not in FEEDS:
+            continue
+        final = _final_checkpoint(load_config(step.config, list(wired[step.name]) + list(overrides or [])))
+        for reader, key in FEEDS[step.name].items():
+            if reader in wired:
+                wired[reader].append(f"{key}={final}")
+    return wired
 
 
 def run_pipeline(exp_dir: str | Path, overrides: list[str] | None = None,
@@ -118,10 +159,11 @@ def run_pipeline(exp_dir: str | Path, overrides: list[str] | None = None,
     unknown = set(only or []) - {s.name for s in steps}
     if unknown:
         raise UserError(f"unknown step(s) {sorted(unknown)}; steps: {[s.name for s in steps]}")
+    wired = wiring(steps, overrides)
     for step in steps:
         if only and step.name not in only:
             continue
-        cfg = load_config(step.config, overrides)
+        cfg = load_config(step.config, wired[step.name] + list(overrides or []))
         if step.done(cfg):
             print(f"[{step.name}] complete, skipped ({cfg.output_dir})")
             continue

@@ -14,6 +14,8 @@ import pytest
 from deconvnet.cli import main
 from deconvnet.metrics import METHODS, read_results_csv
 
+from ..wandb_offline import read_offline_run
+
 pytestmark = pytest.mark.slow
 
 DEMO_EVAL = str(Path(__file__).resolve().parents[2] / "experiments" / "demo" / "eval.yaml")
@@ -37,8 +39,6 @@ def _args(root: Path, out: Path, checkpoints: dict[str, Path], *extra: str) -> l
 
 
 def test_eval_writes_the_table1_files_and_an_offline_wandb_run(synthetic_voc, checkpoints, tmp_path, capsys):
-    from deconvnet.training.wandb_logger import read_offline_run
-
     out = tmp_path / "eval"
     assert main(["eval", DEMO_EVAL,
                  *_args(synthetic_voc, out, checkpoints, "logger.mode=offline",
@@ -122,11 +122,82 @@ def test_predict_writes_label_pngs_and_overlays(synthetic_voc, checkpoints, tmp_
 
     images = sorted((synthetic_voc / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[:2]
     out = tmp_path / "pred"
-    assert main(["predict", DEMO_EVAL, *map(str, images),
-                 *_args(synthetic_voc, out, checkpoints, "logger.mode=disabled")]) == 0
+    assert main(["predict", DEMO_EVAL, *map(str, images), "--out", str(out),
+                 *_args(synthetic_voc, tmp_path / "eval", checkpoints, "logger.mode=disabled")]) == 0
     for image in images:
         size = Image.open(image).size
         for slug in ("deconvnet_crf", "edeconvnet_crf", "fcn8s"):
             label = Image.open(out / slug / f"{image.stem}.png")
             assert label.mode == "P" and label.size == size
         assert (out / "overlays" / f"{image.stem}.png").is_file()
+    assert (out / "config.yaml").is_file() and not (tmp_path / "eval").exists()
+
+
+def test_predict_never_writes_into_the_evaluation_folder(synthetic_voc, checkpoints, tmp_path, capsys):
+    """#13: `deconvnet predict <eval.yaml>` replaced the eval's overlays and config.yaml."""
+    out = tmp_path / "eval"
+    args = _args(synthetic_voc, out, checkpoints, "logger.mode=disabled", "crf.enabled=false")
+    assert main(["eval", DEMO_EVAL, *args]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    image = sorted((synthetic_voc / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[0]
+    assert main(["predict", DEMO_EVAL, str(image), *args]) == 0
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # not one file of the evaluation added or changed
+    assert (tmp_path / "eval-predict" / "fcn8s" / f"{image.stem}.png").is_file()
+    # pointed at the evaluation's folder explicitly: refused in one line, nothing written
+    capsys.readouterr()
+    assert main(["predict", DEMO_EVAL, str(image), "--out", str(out), *args]) == 2
+    assert "holds a training or evaluation run" in capsys.readouterr().err
+    assert {p.relative_to(out) for p in out.rglob("*") if p.is_file()} == set(before)
+
+
+def _eval_step_done(args: list[str]) -> bool:
+    """What `deconvnet pipeline` decides about the eval step of this config."""
+    from deconvnet.config import load_config
+    from deconvnet.pipeline import plan
+
+    (step,) = [s for s in plan(Path(DEMO_EVAL).parent) if s.name == "eval"]
+    return step.done(load_config(DEMO_EVAL, args))
+
+
+def test_an_evaluation_killed_while_rerunning_is_not_complete(synthetic_voc, checkpoints, tmp_path,
+                                                              monkeypatch, tiny_checkpoint_factory):
+    """#13.3: a rerun killed after writing its config.yaml left the old results.csv, and the
+    pipeline called the step complete; a retrained checkpoint did not count either."""
+    from deconvnet.inference.outputs import EvalOutputs
+
+    out = tmp_path / "eval"
+    fcn = tiny_checkpoint_factory(tmp_path / "fcn.ckpt", "fcn8s")
+    args = _args(synthetic_voc, out, {**checkpoints, "fcn8s": fcn}, "logger.mode=disabled",
+                 "crf.enabled=false")
+    assert main(["eval", DEMO_EVAL, *args]) == 0
+    assert _eval_step_done(args)
+
+    def killed(self, *a, **k):  # dies before the report is written
+        raise MemoryError("killed")
+
+    monkeypatch.setattr(EvalOutputs, "finish", killed)
+    with pytest.raises(MemoryError):
+        main(["eval", DEMO_EVAL, *args])
+    monkeypatch.undo()
+    assert (out / "results.csv").is_file() and not _eval_step_done(args)
+    assert main(["eval", DEMO_EVAL, *args]) == 0 and _eval_step_done(args)
+
+    tiny_checkpoint_factory(fcn, "fcn8s")  # retrained in place: the results are not its results
+    assert not _eval_step_done(args)
+
+
+def test_a_checkpoint_trained_on_other_data_is_refused(synthetic_voc, checkpoints, tmp_path, capsys):
+    """#13.8: a network trained on another synthetic set was evaluated without a word."""
+    import torch
+
+    checkpoint = torch.load(checkpoints["deconvnet"], map_location="cpu", weights_only=True)
+    checkpoint["deconvnet"] = {"data": {"root": "0123456789abcdef", "splits": {}}}
+    other = tmp_path / "other-data.ckpt"
+    torch.save(checkpoint, other)
+    out = tmp_path / "eval"
+    assert main(["eval", DEMO_EVAL, *_args(synthetic_voc, out, {**checkpoints, "deconvnet": other},
+                                           "logger.mode=disabled")]) == 2
+    err = capsys.readouterr().err
+    assert "other-data.ckpt" in err and "another dataset" in err
+    assert not (out / "config.yaml").exists()

@@ -7,10 +7,11 @@ import torch
 from deconvnet.config import load_config
 from deconvnet.data.datamodules import Stage1DataModule
 from deconvnet.metrics import confusion_matrix, mean_iou, pixel_accuracy
+from deconvnet.runtime.wandb_setup import RUN_ID_FILE
 from deconvnet.training.checkpoints import load_network, read_checkpoint
 from deconvnet.training.run import train
-from deconvnet.training.wandb_logger import RUN_ID_FILE, read_offline_run
 
+from ..wandb_offline import read_offline_run
 from .conftest import EXPERIMENTS
 
 pytestmark = pytest.mark.slow

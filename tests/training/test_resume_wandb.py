@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from deconvnet.config import load_config
+from deconvnet.runtime.wandb_setup import RUN_ID_FILE
 from deconvnet.training.checkpoints import read_checkpoint
 from deconvnet.training.run import train
-from deconvnet.training.wandb_logger import RUN_ID_FILE, read_offline_run
 
+from ..wandb_offline import read_offline_run
 from .conftest import EXPERIMENTS, AtStep, Capture
 
 pytestmark = pytest.mark.slow

@@ -33,6 +33,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from deconvnet.errors import DataError, UserError
+from deconvnet.runtime.atomic import write_text_atomic
 
 CHUNK = 1 << 20
 
@@ -240,9 +241,7 @@ def _bar(total: int | None, desc: str, initial: int = 0) -> tqdm:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ the indices, never the colours.
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from deconvnet.data.classes import VOC_PALETTE
 from deconvnet.errors import DataError
+from deconvnet.runtime.atomic import save_atomic
 
 # Pillow's errors for truncated or malformed files are spread over several types.
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -104,7 +104,4 @@ def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int = 90, subsampling
 
 
 def _save_atomic(img: Image.Image, path: Path, **save_args) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, **save_args)
-    os.replace(tmp, path)
-    return path
+    return save_atomic(path, lambda handle: img.save(handle, **save_args))

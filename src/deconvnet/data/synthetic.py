@@ -37,6 +37,7 @@ from deconvnet.data.classes import IGNORE_INDEX, VOC_CLASSES
 from deconvnet.data.imageio import write_index_png, write_jpeg
 from deconvnet.data.voc import VOC_SUBDIR, tight_box
 from deconvnet.errors import DataError, UserError
+from deconvnet.runtime.lock import FolderLock
 
 MARKER = "synthetic.json"  # generator arguments, written inside VOC2012
 FORMAT_VERSION = 1  # bump when the drawing changes, so an old tree is not taken for a new one
@@ -324,15 +325,27 @@ def generate(root: str | Path, num_images: int = 200, seed: int = 0, size: int |
     target = Path(root) / VOC_SUBDIR
     if target.exists():
         return _existing(target, arguments)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        _write_tree(staging, arguments, seed, num_images, longer, val_fraction, jpeg_quality, void_width)
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    # one generator at a time per folder; a second one stops at once naming the first's pid
+    with FolderLock(target.parent, what="synthetic data generation"):
+        if target.exists():  # made while this process waited to start
+            return _existing(target, arguments)
+        for leftover in target.parent.glob(f".{target.name}.partial-*"):  # of a killed generator
+            shutil.rmtree(leftover, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        try:
+            _write_tree(staging, arguments, seed, num_images, longer, val_fraction, jpeg_quality, void_width)
+            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; a dataset is for everyone
+            os.rename(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return target
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _existing(target: Path, arguments: dict) -> Path:

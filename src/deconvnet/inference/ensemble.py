@@ -7,9 +7,10 @@ For each image (a batch of one from ``WholeImageDataModule.eval_dataloader``):
    run (``eval.save_probabilities``); they give the probability maps of FCN-8s, DeconvNet
    and EDeconvNet (mean or product ensemble);
 2. their argmax labels update one confusion matrix per method, on the device;
-3. DeconvNet and EDeconvNet maps are sent to the CRF pool (worker processes), which runs
-   while the device computes the next images; finished CRF labels update the
-   ``+CRF`` rows in order, and at most ``max_pending`` jobs are in flight.
+3. DeconvNet and EDeconvNet maps go to the CRF stage (:class:`CRFStage`, worker
+   processes), which runs while the device computes the next images; finished images
+   come back in order, their CRF labels update the ``+CRF`` rows, and at most the pool's
+   ``max_pending`` jobs are in flight.
 
 Run it with ``trainer.test``: ``trainer.devices=N`` spreads the images over N processes
 (the loader's sampler gives each image to exactly one, with no padding, so set
@@ -26,32 +27,25 @@ import lightning as L
 import numpy as np
 import torch
 
-from deconvnet.inference.crf import CRFParams, CRFPool
+from deconvnet.inference.crf import CRFParams
+from deconvnet.inference.crf_stage import CRF_INPUTS, CRFStage
 from deconvnet.inference.outputs import EvalOutputs, ScoreCache
 from deconvnet.inference.predictor import EnsemblePredictor, base_methods, probabilities_from_scores
 from deconvnet.metrics import METHODS, confusion_matrix
 
-CRF_INPUTS = ("DeconvNet", "EDeconvNet")  # the maps Table 1 refines with the CRF
+__all__ = ["CRF_INPUTS", "EnsembleEvaluator"]
+
+ROWS_KEY = "eval_rows"  # trainer.callback_metrics key prefix of the IoU rows
 
 
 @dataclass
-class _CRFJob:
-    """What comes back with a CRF result: where to count it and what to do with it."""
+class _Image:
+    """What comes back with an image's finished labels: where to count them, what to write."""
 
     image_id: str
     index: int
-    method: str  # the +CRF row
     ground_truth: np.ndarray | None  # uint8 H x W (void 255), None when unlabelled
-
-
-@dataclass
-class _ImageRecord:
-    """Labels of one image kept until its CRF results arrive (only for overlays/predictions)."""
-
-    image: np.ndarray
-    ground_truth: np.ndarray | None
-    labels: dict[str, np.ndarray]
-    waiting: int
+    rgb: np.ndarray | None  # kept only for the images whose files are written
 
 
 class EnsembleEvaluator(L.LightningModule):
@@ -84,7 +78,7 @@ class EnsembleEvaluator(L.LightningModule):
         # the ensemble rule: the predictor's, unless given (a cache has none of its own)
         self.ensemble = ensemble or (predictor.ensemble if predictor is not None else "mean")
         self.base_methods = base_methods(predictor.networks if predictor is not None else cache.networks())
-        crf_rows = [f"{m}+CRF" for m in self.base_methods if m in CRF_INPUTS] if crf else []
+        crf_rows = [f"{m}+CRF" for m in self.base_methods if m in CRF_INPUTS] if crf is not None else []
         self.methods = [m for m in METHODS if m in self.base_methods or m in crf_rows]
         self.register_buffer(
             "confusion", torch.zeros(len(self.methods), num_classes, num_classes, dtype=torch.int64),
@@ -92,37 +86,46 @@ class EnsembleEvaluator(L.LightningModule):
         )
         self.results: dict[str, np.ndarray] = {}  # filled at the end of the pass (every process)
         self.rows: dict[str, list[float]] = {}  # IoU rows, on global rank 0
-        self._pool: CRFPool | None = None
-        self._records: dict[str, _ImageRecord] = {}
+        self._stage: CRFStage | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def on_test_epoch_start(self) -> None:
         self.confusion.zero_()
-        self._records.clear()
-        if self.crf is not None and self._pool is None:
-            workers = self.crf_workers
-            if workers <= 0:
-                from deconvnet.inference.crf import default_workers
+        self.teardown("test")
+        workers = self.crf_workers
+        if self.crf is not None and workers <= 0:
+            from deconvnet.inference.crf import default_workers
 
-                workers = default_workers(processes_per_node=max(1, self.trainer.num_devices))
-            self._pool = CRFPool(self.crf, workers)
+            workers = default_workers(processes_per_node=max(1, self.trainer.num_devices))
+        self._stage = CRFStage(self.crf, workers)
 
     def on_test_epoch_end(self) -> None:
-        if self._pool is not None:
-            self._collect(self._pool.drain())
-            self._pool.close()
-            self._pool = None
+        if self._stage is not None:
+            self._finished(self._stage.finish())
+            self.teardown("test")
         total = self.trainer.strategy.reduce(self.confusion.clone(), reduce_op="sum")
         self.results = {m: total[i].cpu().numpy() for i, m in enumerate(self.methods)}
         if self.trainer.is_global_zero and self.outputs is not None:
             self.rows = self.outputs.finish(self.results if self.has_labels else None, self.logger)
+            # callback_metrics travel back to the launching process (ddp_spawn): see rows_from
+            for method, row in self.rows.items():
+                self.trainer.callback_metrics[f"{ROWS_KEY}/{method}"] = torch.tensor(row, dtype=torch.float64)
         self.trainer.strategy.barrier()
 
+    @staticmethod
+    def rows_from(trainer: L.Trainer) -> dict[str, list[float]]:
+        """The IoU rows (method -> [per-class IoU %, mean]) of the pass ``trainer`` just ran,
+        also in the process that launched ``ddp_spawn`` workers; Table 1's order."""
+        prefix = f"{ROWS_KEY}/"
+        rows = {key[len(prefix):]: [float(v) for v in value.reshape(-1).tolist()]
+                for key, value in trainer.callback_metrics.items() if key.startswith(prefix)}
+        return {m: rows[m] for m in METHODS if m in rows}
+
     def teardown(self, stage: str) -> None:
-        if self._pool is not None:  # an interrupted pass: stop the workers
-            self._pool.close()
-            self._pool = None
+        if self._stage is not None:  # an interrupted pass: stop the workers
+            self._stage.close()
+            self._stage = None
 
     # ------------------------------------------------------------------ one image
 
@@ -149,9 +152,10 @@ class EnsembleEvaluator(L.LightningModule):
         target = batch["label"][0]
         probs = self.probabilities(image, image_id)
         keep_labels = self.outputs is not None and self.outputs.wants_labels(index)
-        need_pixels = self._pool is not None or keep_labels  # on the host: for the CRF, the files
+        crf = self._stage is not None and self._stage.enabled
+        need_pixels = crf or keep_labels  # on the host: for the CRF, the files
         rgb = image[0].permute(1, 2, 0).cpu().numpy() if need_pixels else None
-        gt = target.to(torch.uint8).cpu().numpy() if need_pixels and self.has_labels else None
+        gt = target.to(torch.uint8).cpu().numpy() if crf and self.has_labels else None
 
         labels: dict[str, np.ndarray] = {}
         for method, prob in probs.items():
@@ -159,34 +163,22 @@ class EnsembleEvaluator(L.LightningModule):
             self._count(method, pred, target)
             if keep_labels:
                 labels[method] = pred.to(torch.uint8).cpu().numpy()
-        crf_jobs = [m for m in probs if m in CRF_INPUTS] if self._pool is not None else []
-        if keep_labels:
-            self._records[image_id] = _ImageRecord(rgb, gt, labels, waiting=len(crf_jobs))
-        for method in crf_jobs:
-            job = _CRFJob(image_id, index, f"{method}+CRF", gt)
-            self._pool.submit(job, rgb, probs[method].cpu().numpy())
-        if self._pool is not None:
-            self._collect(self._pool.ready())
-        if keep_labels and not crf_jobs:
-            self._finish_image(image_id, index)
+        if keep_labels and gt is None and self.has_labels:
+            gt = target.to(torch.uint8).cpu().numpy()
+        to_refine = {m: p.cpu().numpy() for m, p in probs.items() if m in CRF_INPUTS} if crf else {}
+        key = _Image(image_id, index, gt, rgb if keep_labels else None)
+        self._finished(self._stage.add(key, rgb, labels, to_refine))
 
-    def _collect(self, finished: list[tuple[_CRFJob, np.ndarray]]) -> None:
-        """Count finished CRF results (in submission order) and complete their images."""
-        for job, crf_labels in finished:
-            if job.ground_truth is not None:
-                self._count(job.method, torch.from_numpy(crf_labels).long(),
-                            torch.from_numpy(job.ground_truth).long())
-            record = self._records.get(job.image_id)
-            if record is not None:
-                record.labels[job.method] = crf_labels
-                record.waiting -= 1
-                if record.waiting == 0:
-                    self._finish_image(job.image_id, job.index)
-
-    def _finish_image(self, image_id: str, index: int) -> None:
-        record = self._records.pop(image_id)
-        ordered = {m: record.labels[m] for m in self.methods if m in record.labels}
-        self.outputs.image_done(image_id, index, record.image, record.ground_truth, ordered)
+    def _finished(self, images: list[tuple[_Image, dict[str, np.ndarray]]]) -> None:
+        """Count the +CRF labels of finished images and write their files."""
+        for image, labels in images:
+            for method, crf_labels in labels.items():
+                if method.endswith("+CRF") and image.ground_truth is not None:
+                    self._count(method, torch.from_numpy(crf_labels).long(),
+                                torch.from_numpy(image.ground_truth).long())
+            if image.rgb is not None:
+                ordered = {m: labels[m] for m in self.methods if m in labels}
+                self.outputs.image_done(image.image_id, image.index, image.rgb, image.ground_truth, ordered)
 
     # Lightning needs these to exist for trainer.test; there is nothing to train.
     def configure_optimizers(self) -> None:

@@ -16,7 +16,6 @@ atomically) and the W&B logging:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,11 @@ from deconvnet.metrics import (
     write_results_csv,
     write_results_markdown,
 )
+from deconvnet.runtime.atomic import save_atomic
 
 
 def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray], compressed: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        (np.savez_compressed if compressed else np.savez)(f, **arrays)
-    os.replace(tmp, path)
-    return path
+    return save_atomic(path, lambda handle: (np.savez_compressed if compressed else np.savez)(handle, **arrays))
 
 
 class ScoreCache:

@@ -1,15 +1,22 @@
-"""``deconvnet predict CONFIG IMAGE...``: label PNGs and colour overlays for arbitrary images.
+"""``deconvnet predict CONFIG IMAGE... [--out DIR]``: label PNGs and colour overlays for
+arbitrary images.
 
-Same pipeline as the evaluation (proposals computed for each image, instance-wise
-DeconvNet, FCN-8s, ensemble, dense CRF), without ground truth. For every image and
-method (see ``eval.*`` and ``crf.*`` of the config):
+Same per-image path as the evaluation (:func:`~deconvnet.inference.predictor.build_predictor`,
+proposals computed for each image, then :class:`~deconvnet.inference.crf_stage.CRFStage`),
+without ground truth. For every image and method (see ``eval.*`` and ``crf.*``):
 
-    <output_dir>/<method slug>/<image stem>.png   VOC palette PNG, pixel value = class
-    <output_dir>/overlays/<image stem>.png         the image and every method's labels
+    <folder>/<method slug>/<image stem>.png   VOC palette PNG, pixel value = class
+    <folder>/overlays/<image stem>.png         the image and every method's labels
+
+``folder`` is ``--out`` when given, else ``<output_dir>-predict`` beside the config's
+output_dir: a prediction never writes into an evaluation's (or a training's) folder. The
+folder is locked while predicting and gets its own ``config.yaml`` once the checkpoints are
+accepted; a folder made with another config is refused (``resume=never`` replaces it).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,14 +26,20 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from deconvnet.config import ConfigError, save_config
+from deconvnet.config import ConfigError
 from deconvnet.data.imageio import read_rgb, write_index_png
 from deconvnet.errors import UserError
-from deconvnet.inference.crf import CRFPool, crf_params
-from deconvnet.inference.ensemble import CRF_INPUTS
-from deconvnet.inference.predictor import EnsemblePredictor, predictor_window_params
+from deconvnet.inference.crf import crf_params
+from deconvnet.inference.crf_stage import CRF_INPUTS, CRFStage
+from deconvnet.inference.predictor import build_predictor
 from deconvnet.inference.submission import method_slug
 from deconvnet.metrics import METHODS
+from deconvnet.runtime.run_folder import COMPLETION_FILE, RunFolder
+
+log = logging.getLogger(__name__)
+
+PREDICT_SUFFIX = "-predict"
+_OTHER_RUNS = ("results.csv", "checkpoints", COMPLETION_FILE)  # what marks a train/eval folder
 
 
 def _device(cfg: DictConfig) -> torch.device:
@@ -38,10 +51,23 @@ def _device(cfg: DictConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def predict(cfg: DictConfig, images: Sequence[str | Path]) -> dict[str, dict[str, Path]]:
-    """Segment ``images``; returns {image stem: {method: label PNG path}}."""
-    from deconvnet.inference.run import load_networks
+def predict_folder(cfg: DictConfig, out: str | Path | None = None) -> Path:
+    """Where predictions go: ``out``, else ``<output_dir>-predict``."""
+    if out is not None:
+        return Path(out)
+    output_dir = Path(cfg.output_dir)
+    return output_dir.with_name(output_dir.name + PREDICT_SUFFIX)
 
+
+def _check_not_another_run(folder: Path) -> None:
+    found = [name for name in _OTHER_RUNS if (folder / name).exists()]
+    if found:
+        raise UserError(f"{folder} holds a training or evaluation run ({', '.join(found)}); predictions "
+                        "go into a folder of their own: give another --out")
+
+
+def predict(cfg: DictConfig, images: Sequence[str | Path], out: str | Path | None = None) -> dict[str, dict[str, Path]]:
+    """Segment ``images`` into :func:`predict_folder`; returns {image stem: {method: label PNG}}."""
     paths = [Path(p) for p in images]
     duplicates = [stem for stem, n in Counter(p.stem for p in paths).items() if n > 1]
     if duplicates:
@@ -52,71 +78,52 @@ def predict(cfg: DictConfig, images: Sequence[str | Path]) -> dict[str, dict[str
     for path in paths:
         if not path.is_file():
             raise UserError(f"image not found: {path}")
-    output_dir = Path(cfg.output_dir)
-    save_config(cfg, output_dir)
+    target = predict_folder(cfg, out)
+    _check_not_another_run(target)
+    folder = RunFolder(target, "predict")
+    with folder.lock():
+        folder.check_same_config(cfg)
+        device = _device(cfg)
+        predictor = build_predictor(cfg).to(device).eval()  # accepts the checkpoints
+        folder.remove_leftovers()
+        folder.write_config(cfg)
+        written = _predict(cfg, predictor, paths, target, device)
+    log.info("labels and overlays of %d images written to %s", len(written), target)
+    return written
 
-    device = _device(cfg)
-    deconvnet, fcn, deconv_model = load_networks(cfg)
-    ev = cfg.eval
-    predictor = EnsemblePredictor(
-        deconvnet, fcn, input_size=int(deconv_model.get("input_size", cfg.model.input_size)),
-        num_proposals=int(ev.num_proposals), aggregation=str(ev.aggregation), ensemble=str(ev.ensemble),
-        proposal_batch_size=int(ev.proposal_batch_size), **predictor_window_params(cfg.data),
-    ).to(device).eval()
+
+def _predict(cfg: DictConfig, predictor, paths: list[Path], folder: Path,
+             device: torch.device) -> dict[str, dict[str, Path]]:
     crf = crf_params(cfg.crf) if cfg.crf.enabled else None
-    pool = CRFPool(crf, int(cfg.crf.workers)) if crf is not None else None
-
     written: dict[str, dict[str, Path]] = {}
-    pending: dict[str, tuple[np.ndarray, dict[str, np.ndarray], int]] = {}
-    try:
+    with CRFStage(crf, int(cfg.crf.workers)) as stage:
         for path in tqdm(paths, desc="predict", unit="img"):
             image = read_rgb(path)
             proposals = None
-            if deconvnet is not None:
+            if predictor.deconvnet is not None:
                 from deconvnet.data.proposals import proposals_for_image
 
                 proposals = proposals_for_image(cfg, image)
             tensor = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous().to(device)
             probs = predictor(tensor, proposals)
             labels = {m: p.argmax(0).to(torch.uint8).cpu().numpy() for m, p in probs.items()}
-            jobs = [m for m in probs if m in CRF_INPUTS] if pool is not None else []
-            pending[path.stem] = (image, labels, len(jobs))
-            for method in jobs:
-                pool.submit((path.stem, f"{method}+CRF"), image, probs[method].cpu().numpy())
-            finished = pool.ready() if pool is not None else []
-            if not jobs:
-                finished.append(((path.stem, None), None))
-            for (stem, method), crf_labels in finished:
-                written.update(_complete(output_dir, pending, stem, method, crf_labels))
-        for (stem, method), crf_labels in (pool.drain() if pool is not None else []):
-            written.update(_complete(output_dir, pending, stem, method, crf_labels))
-    finally:
-        if pool is not None:
-            pool.close()
-    print(f"labels and overlays of {len(written)} images written to {output_dir}")
+            to_refine = {m: p.cpu().numpy() for m, p in probs.items() if m in CRF_INPUTS}
+            for (stem, rgb), done in stage.add((path.stem, image), image, labels, to_refine):
+                written[stem] = _write(folder, stem, rgb, done)
+        for (stem, rgb), done in stage.finish():
+            written[stem] = _write(folder, stem, rgb, done)
     return written
 
 
-def _complete(output_dir: Path, pending: dict, stem: str, method: str | None,
-              crf_labels: np.ndarray | None) -> dict[str, dict[str, Path]]:
-    """Record one CRF result; once an image has all its labels, write its files."""
-    image, labels, waiting = pending[stem]
-    if method is not None:
-        labels[method] = crf_labels
-        waiting -= 1
-    pending[stem] = (image, labels, waiting)
-    if waiting > 0:
-        return {}
-    del pending[stem]
+def _write(folder: Path, stem: str, image: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, Path]:
+    """One image's label PNGs (one per method) and its overlay panel."""
     from deconvnet.viz import overlay_panel, save_rgb_png
 
     ordered = {m: labels[m] for m in METHODS if m in labels}
-    files = {m: write_index_png(_png(output_dir / method_slug(m) / f"{stem}.png"), lab)
-             for m, lab in ordered.items()}
-    save_rgb_png(output_dir / "overlays" / f"{stem}.png", overlay_panel(image, None, ordered, title=stem))
-    return {stem: files}
-
-
-def _png(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    files = {}
+    for method, lab in ordered.items():
+        target = folder / method_slug(method) / f"{stem}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        files[method] = write_index_png(target, lab)
+    save_rgb_png(folder / "overlays" / f"{stem}.png", overlay_panel(image, None, ordered, title=stem))
+    return files

@@ -9,12 +9,16 @@
 Networks here take float (or uint8) 0-255 RGB batches: :func:`with_normalizer` puts the
 input normalisation of their weights in front of them, so windows are cut from the raw
 image with zero padding (black), as in training.
+
+:func:`build_predictor` makes the predictor of a config (its checkpoints and ``eval.*``
+settings): the one per-image path of ``deconvnet eval`` and ``deconvnet predict``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from deconvnet.inference.instance import AGGREGATIONS, inference_windows, instance_scores
@@ -130,3 +134,41 @@ def probabilities_from_scores(scores: dict[str, torch.Tensor], ensemble: str = "
         else:
             probs["EDeconvNet"] = (scores["DeconvNet"].float() * scores["FCN-8s"].float().clamp(min=0)).softmax(0)
     return {m: probs[m] for m in base_methods(list(scores))}
+
+
+def load_networks(cfg: DictConfig) -> tuple[nn.Module | None, nn.Module | None, dict]:
+    """(DeconvNet, FCN-8s, DeconvNet's model section) from ``eval.deconvnet_checkpoint`` /
+    ``eval.fcn_checkpoint``: each checked to be the right network with ``model.num_classes``
+    classes (WeightsError otherwise), wrapped with its input normalisation, on the CPU;
+    None when its checkpoint is not set."""
+    from deconvnet.runtime.checkpoints import load_network
+
+    expect_classes = int(cfg.model.num_classes)
+    loaded: dict[str, nn.Module | None] = {"deconvnet": None, "fcn8s": None}
+    deconv_model: dict = {}
+    for name, key in (("deconvnet", "deconvnet_checkpoint"), ("fcn8s", "fcn_checkpoint")):
+        if not cfg.eval[key]:
+            continue
+        net = load_network(cfg.eval[key], expect={"name": name, "num_classes": expect_classes})
+        model = dict(net.model_config)
+        if name == "deconvnet":
+            deconv_model = model
+        wrapped = with_normalizer(net, model.get("weights_style", "torchvision"))
+        if cfg.trainer.channels_last:
+            wrapped.to(memory_format=torch.channels_last)
+        loaded[name] = wrapped
+    return loaded["deconvnet"], loaded["fcn8s"], deconv_model
+
+
+def build_predictor(cfg: DictConfig) -> EnsemblePredictor:
+    """The :class:`EnsemblePredictor` of ``cfg``: its networks (:func:`load_networks`) and the
+    ``eval.*`` settings (proposals per image, aggregation, ensemble, window shape), on the CPU."""
+    deconvnet, fcn, deconv_model = load_networks(cfg)
+    ev = cfg.eval
+    return EnsemblePredictor(
+        deconvnet, fcn,
+        input_size=int(deconv_model.get("input_size", cfg.model.input_size)),
+        num_proposals=int(ev.num_proposals), aggregation=str(ev.aggregation),
+        ensemble=str(ev.ensemble), proposal_batch_size=int(ev.proposal_batch_size),
+        **predictor_window_params(cfg.data),
+    )

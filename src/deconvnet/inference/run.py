@@ -3,35 +3,42 @@
     deconvnet eval experiments/table1/eval.yaml [key=value ...]
 
 Loads the networks named by ``eval.deconvnet_checkpoint`` / ``eval.fcn_checkpoint`` (either
-may be left out: its rows are skipped), the cached proposals of ``eval.split``, and runs
+may be left out: its rows are skipped; :func:`~deconvnet.inference.predictor.build_predictor`),
+the cached proposals of ``eval.split``, and runs
 :class:`~deconvnet.inference.ensemble.EnsembleEvaluator` through ``trainer.test`` on
 ``trainer.devices`` processes. With ``eval.probabilities_dir`` set (and
 ``save_probabilities=false``) it re-scores a score cache instead, without networks:
 the way to sweep the CRF. Outputs: see :mod:`deconvnet.inference.outputs`.
+
+The run folder (:mod:`deconvnet.runtime.run_folder`) is locked while the evaluation runs;
+``config.yaml`` is written once the config is checked, the split opened and the checkpoints
+accepted (a checkpoint trained on another dataset is refused); ``complete.json`` last, with
+the data fingerprint and the identity of the checkpoints read (:func:`is_evaluated`).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
 from omegaconf import DictConfig
-from torch import nn
 
-from deconvnet.config import ConfigError, save_config
-from deconvnet.errors import DataError, WeightsError
+from deconvnet.config import ConfigError
+from deconvnet.data.fingerprint import data_fingerprint, dataset_id
+from deconvnet.errors import UserError, WeightsError
 from deconvnet.inference.crf import crf_params
 from deconvnet.inference.ensemble import EnsembleEvaluator
 from deconvnet.inference.outputs import EvalOutputs, ScoreCache
-from deconvnet.inference.predictor import (
-    EnsemblePredictor,
-    predictor_window_params,
-    with_normalizer,
-)
-from deconvnet.metrics import read_results_csv
+from deconvnet.inference.predictor import ENSEMBLES, build_predictor, load_networks  # noqa: F401
+from deconvnet.runtime.checkpoints import checkpoint_record
 from deconvnet.runtime.folders import ensure_writable
 from deconvnet.runtime.hardware import check_hardware
-from deconvnet.training.run import hardware_kwargs
+from deconvnet.runtime.run_folder import RunFolder, file_identity
+from deconvnet.runtime.trainer_args import hardware_kwargs, is_launcher_rank_zero
+from deconvnet.runtime.wandb_setup import build_logger, finish_run
+
+log = logging.getLogger(__name__)
 
 
 def _check_eval_config(cfg: DictConfig) -> None:
@@ -56,48 +63,48 @@ def _check_eval_config(cfg: DictConfig) -> None:
             )
 
 
-def load_networks(cfg: DictConfig) -> tuple[nn.Module | None, nn.Module | None, dict]:
-    """(DeconvNet, FCN-8s, DeconvNet's model section): each wrapped with its input
-    normalisation, None when its checkpoint is not set."""
-    from deconvnet.training.checkpoints import load_network
-
-    expect_classes = int(cfg.model.num_classes)
-    deconvnet = fcn = None
-    deconv_model: dict = {}
-    if cfg.eval.deconvnet_checkpoint:
-        net = load_network(cfg.eval.deconvnet_checkpoint,
-                           expect={"name": "deconvnet", "num_classes": expect_classes})
-        deconv_model = dict(net.model_config)
-        deconvnet = with_normalizer(net, deconv_model.get("weights_style", "torchvision"))
-    if cfg.eval.fcn_checkpoint:
-        net = load_network(cfg.eval.fcn_checkpoint, expect={"name": "fcn8s", "num_classes": expect_classes})
-        fcn = with_normalizer(net, dict(net.model_config).get("weights_style", "torchvision"))
-    if cfg.trainer.channels_last:
-        import torch
-
-        for net in (deconvnet, fcn):
-            if net is not None:
-                net.to(memory_format=torch.channels_last)
-    return deconvnet, fcn, deconv_model
+def _checkpoints(cfg: DictConfig) -> list[str]:
+    if cfg.eval.probabilities_dir and not cfg.eval.save_probabilities:
+        return []
+    return [str(p) for p in (cfg.eval.deconvnet_checkpoint, cfg.eval.fcn_checkpoint) if p]
 
 
-def _eval_logger(cfg: DictConfig, output_dir: Path):
-    """A W&B logger for the evaluation (offline when not logged in; None when disabled)."""
-    from lightning.pytorch.loggers import WandbLogger
+def _check_trained_on_this_data(cfg: DictConfig) -> None:
+    """A checkpoint records the dataset it was trained on: refuse one from another dataset."""
+    here = None
+    for path in _checkpoints(cfg):
+        trained_on = (checkpoint_record(path).get("data") or {}).get("root")
+        if trained_on is None:
+            continue  # a checkpoint from elsewhere: nothing recorded to compare
+        here = here or dataset_id(cfg.data.root)
+        if trained_on != here:
+            raise WeightsError(
+                f"{path} was trained on another dataset than data.root={cfg.data.root} (its split "
+                "lists or images differ); evaluate on the data it was trained on, or retrain it on "
+                "this data"
+            )
 
-    from deconvnet.config import git_revision, to_dict
-    from deconvnet.training.wandb_logger import resolve_mode, run_id_for
 
-    mode = resolve_mode(str(cfg.logger.mode))
-    if mode == "disabled":
-        return None
-    return WandbLogger(
-        name=str(cfg.name), project=str(cfg.logger.project), entity=cfg.logger.entity,
-        save_dir=str(output_dir), id=run_id_for(output_dir, resuming=False), mode=mode,
-        tags=list(cfg.logger.tags),
-        config={**to_dict(cfg), "git_revision": git_revision(), "proposal_source": _proposal_source(cfg)},
-        job_type="eval", log_model=False,
-    )
+def _record(cfg: DictConfig, reader=None) -> dict:
+    """What ``complete.json`` of an evaluation holds besides the config: data and inputs."""
+    split = str(cfg.eval.split)
+    opened = {split: reader} if reader is not None else None
+    inputs = _checkpoints(cfg) + ([str(cfg.eval.probabilities_dir)] if cfg.eval.probabilities_dir
+                                  and not cfg.eval.save_probabilities else [])
+    return {"data": data_fingerprint(cfg.data.root, [split], opened), "inputs": file_identity(inputs)}
+
+
+def is_evaluated(cfg: DictConfig) -> bool:
+    """Whether ``cfg.output_dir`` holds this evaluation, complete: same config, data and
+    checkpoint files (the pipeline's question)."""
+    folder = RunFolder(cfg.output_dir, "eval")
+    if folder.completion() is None:
+        return False
+    try:
+        record = _record(cfg)
+    except (OSError, UserError):
+        return False
+    return folder.is_complete(cfg, data=record["data"], inputs=record["inputs"])
 
 
 def _proposal_source(cfg: DictConfig) -> str | None:
@@ -114,8 +121,9 @@ def _proposal_note(cfg: DictConfig) -> str:
     return f"; DeconvNet proposals: {source}" if source else ""
 
 
-def build_evaluator(cfg: DictConfig, has_labels: bool) -> EnsembleEvaluator:
-    """The evaluator ``cfg`` describes: networks (or a score cache), proposals, CRF, outputs."""
+def build_evaluator(cfg: DictConfig, has_labels: bool, reader=None) -> EnsembleEvaluator:
+    """The evaluator ``cfg`` describes: networks (or a score cache), proposals, CRF, outputs.
+    ``reader``: the split, already opened (its proposals are read for its ids)."""
     ev = cfg.eval
     output_dir = Path(cfg.output_dir)
     crf = crf_params(cfg.crf) if cfg.crf.enabled else None
@@ -133,60 +141,67 @@ def build_evaluator(cfg: DictConfig, has_labels: bool) -> EnsembleEvaluator:
         return EnsembleEvaluator(None, cache=ScoreCache(ev.probabilities_dir), ensemble=str(ev.ensemble),
                                  **common)
 
-    deconvnet, fcn, deconv_model = load_networks(cfg)
+    predictor = build_predictor(cfg)
     proposals = None
-    if deconvnet is not None:
+    if predictor.deconvnet is not None:
         from deconvnet.data.proposals import load_proposals
 
         top_k = int(cfg.data.proposals.top_k)
         if int(ev.num_proposals) > top_k:
-            print(f"note: eval.num_proposals={ev.num_proposals} but the proposal cache keeps "
-                  f"data.proposals.top_k={top_k} per image; raise data.proposals.top_k to use more")
-        proposals = load_proposals(cfg, str(ev.split))
-    predictor = EnsemblePredictor(
-        deconvnet, fcn,
-        input_size=int(deconv_model.get("input_size", cfg.model.input_size)),
-        num_proposals=int(ev.num_proposals), aggregation=str(ev.aggregation),
-        ensemble=str(ev.ensemble), proposal_batch_size=int(ev.proposal_batch_size),
-        **predictor_window_params(cfg.data),
-    )
+            log.warning("eval.num_proposals=%s but the proposal cache keeps data.proposals.top_k=%s "
+                        "per image; raise data.proposals.top_k to use more", ev.num_proposals, top_k)
+        proposals = load_proposals(cfg, str(ev.split), reader=reader)
     return EnsembleEvaluator(predictor, proposals=proposals, **common)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, list[float]]:
     """Evaluate every Table 1 row the config allows; returns method -> [per-class IoU %, mean]
     (empty for an unlabelled split, which gets server archives instead)."""
-    from deconvnet.data.datamodules import WholeImageDataModule, open_split
-    from deconvnet.training.wandb_logger import finish_run
-
     _check_eval_config(cfg)
-    output_dir = ensure_writable(cfg.output_dir, "output_dir")  # before any work
-    save_config(cfg, output_dir)
-    L.seed_everything(int(cfg.seed), verbose=False)
+    ensure_writable(cfg.output_dir, "output_dir")  # before any work: read-only, full, /proc/...
+    folder = RunFolder(cfg.output_dir, "eval")
+    if not is_launcher_rank_zero():  # torchrun/SLURM ranks > 0: rank 0 owns the folder
+        return _evaluate(cfg, folder)
+    with folder.lock():
+        return _evaluate(cfg, folder)
 
-    split = str(cfg.eval.split)
-    has_labels = bool(open_split(cfg, split).has_labels)
-    evaluator = build_evaluator(cfg, has_labels)
+
+def _evaluate(cfg: DictConfig, folder: RunFolder) -> dict[str, list[float]]:
+    from deconvnet.data.datamodules import WholeImageDataModule
+
+    owner = is_launcher_rank_zero()
+    if owner:
+        folder.remove_leftovers("overlays")
+    folder.check_same_config(cfg)
+    L.seed_everything(int(cfg.seed), verbose=False)
     datamodule = WholeImageDataModule(cfg)  # test_dataloader(): eval.split, each image once
-    logger = _eval_logger(cfg, output_dir)
+    reader = datamodule.eval_dataset(str(cfg.eval.split)).reader  # the split, opened once
+    _check_trained_on_this_data(cfg)
+    evaluator = build_evaluator(cfg, bool(reader.has_labels), reader)
+    record = _record(cfg, reader)
+
+    # accepted: from here on the folder's records are this run's
+    if owner:
+        folder.mark_incomplete()
+        folder.write_config(cfg)
     trainer = L.Trainer(
         **hardware_kwargs(cfg.trainer),
-        logger=logger if logger is not None else False,
+        logger=False,
         use_distributed_sampler=False,  # the loader's sampler already splits without padding
         enable_checkpointing=False,
         enable_model_summary=False,
-        default_root_dir=str(output_dir),
+        default_root_dir=str(folder.path),
     )
+    logger = build_logger(cfg, folder.path, job_type="eval",
+                          extra_config={"proposal_source": _proposal_source(cfg)})
+    if logger is not None:
+        trainer.loggers = [logger]
     failed = True
     try:
         trainer.test(evaluator, datamodule=datamodule, verbose=False)
         failed = False
     finally:
         finish_run(logger, failed=failed)
-    results = output_dir / "results.csv"
-    if not has_labels:
-        return {}
-    if not results.is_file():
-        raise DataError(f"the evaluation finished without writing {results}")
-    return read_results_csv(results)
-
+    if owner:
+        folder.mark_complete(cfg, data=record["data"], inputs=record["inputs"])
+    return EnsembleEvaluator.rows_from(trainer) if reader.has_labels else {}

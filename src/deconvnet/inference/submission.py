@@ -11,7 +11,6 @@ external), the one the paper's Table 1 was submitted to. Each method gets its ow
 
 from __future__ import annotations
 
-import os
 import re
 import tarfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from deconvnet.data.imageio import write_index_png
+from deconvnet.runtime.atomic import save_atomic
 
 COMPETITION = "comp6"
 
@@ -58,9 +58,9 @@ def make_archive(
         raise FileNotFoundError(f"no prediction PNGs in {folder}: nothing to archive")
     archive = Path(archive_dir if archive_dir is not None else root) / f"{method_slug(method)}.tar.gz"
     archive.parent.mkdir(parents=True, exist_ok=True)
-    tmp = archive.with_name(f".{archive.name}.tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for png in pngs:
-            tar.add(png, arcname=str(server_subdir(competition) / png.name))
-    os.replace(tmp, archive)
-    return archive
+    def write(handle) -> None:
+        with tarfile.open(fileobj=handle, mode="w:gz") as tar:
+            for png in pngs:
+                tar.add(png, arcname=str(server_subdir(competition) / png.name))
+
+    return save_atomic(archive, write)

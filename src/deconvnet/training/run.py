@@ -7,50 +7,75 @@ only). ``cfg.data.batch_size`` is the global batch: per-device batch x devices x
 accumulation (``batch_plan``), so 64 stays 64 on 1 or 8 GPUs. Step counts (max_steps,
 val_every_n_steps, step_size) are optimiser steps, as Caffe's iterations.
 
-Resuming: ``resume=auto`` continues from ``output_dir/checkpoints/last.ckpt`` when it exists
-(model, optimiser, schedule, step, W&B run); a run already finished (``final.ckpt`` at
-``max_steps``) is not trained again; ``resume=never`` starts afresh; any other value is a
-checkpoint path to continue from.
+The run's lifecycle (:mod:`deconvnet.runtime.run_folder`): the output_dir is locked for the
+whole run; the config is validated, the data fingerprinted and the checkpoint to resume
+from accepted before anything is written; ``complete.json`` is written last. A rerun:
+
+- ``resume=auto``: complete (same config, data and inputs, max_steps reached) -> nothing to
+  do; otherwise it continues from ``checkpoints/last.ckpt`` (model, optimiser, schedule,
+  step, W&B run), including a run killed after its last step but before ``final.ckpt``
+  (precise BN and the final checkpoint are redone); a folder made with another config,
+  other data or another ``model.init_from`` file is refused;
+- ``resume=never``: starts afresh (the folder's previous checkpoints and records go);
+- any other value: the path of a checkpoint to continue from.
+
+A resumed run continues the epoch at the batch where it stopped, with every random
+generator restored (:mod:`deconvnet.training.exact_resume`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from deconvnet.config import ConfigError, save_config
+from deconvnet.config import ConfigError
 from deconvnet.data.datamodules import batch_plan, build_datamodule
+from deconvnet.errors import UserError
 from deconvnet.models import build_model
+from deconvnet.runtime.checkpoints import (
+    check_resumable,
+    checkpoint_record,
+    load_weights_into,
+    read_checkpoint,
+)
 from deconvnet.runtime.folders import ensure_writable
 from deconvnet.runtime.hardware import check_hardware
+from deconvnet.runtime.run_folder import RunFolder, file_identity
+from deconvnet.runtime.trainer_args import hardware_kwargs, is_launcher_rank_zero, world_size
+from deconvnet.runtime.wandb_setup import build_logger, finish_run
 from deconvnet.training.callbacks import (
     ImagesPerSecond,
-    NonFiniteLossError,
     NonFiniteLossGuard,
     PreciseBatchNorm,
     ProgressBar,
+    reported_failure,
 )
 from deconvnet.training.checkpoints import (
+    CHECKPOINT_DIR,
     FINAL,
     LAST,
     AtomicCheckpointIO,
     FinalCheckpoint,
     LastCheckpoint,
-    check_resumable,
     checkpoint_dir,
-    checkpoint_step,
     find_resume_checkpoint,
-    load_weights_into,
 )
+from deconvnet.training.exact_resume import ExactResume
+from deconvnet.training.finish import finish_training
 from deconvnet.training.segmentation_module import MODULES
-from deconvnet.training.wandb_logger import build_logger, finish_run
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train", "validate_training_config", "world_size", "hardware_kwargs"]
+
+FAILURE_REPORT = ".failure.json"  # written by a worker process that stops the run with a UserError
 
 
 def validate_training_config(cfg: DictConfig) -> None:
@@ -72,40 +97,6 @@ def validate_training_config(cfg: DictConfig) -> None:
                    min_per_device=2, why="DeconvNet's BatchNorm on the 1x1 fc6/fc7 maps")
 
 
-def world_size(trainer_cfg: DictConfig) -> int:
-    """Number of training processes the trainer config asks for (devices x nodes)."""
-    accelerator = str(trainer_cfg.accelerator).lower()
-    devices = trainer_cfg.devices
-    if OmegaConf.is_list(devices):
-        devices = list(devices)
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if isinstance(devices, list):
-        count = len(devices)
-    elif isinstance(devices, str) and "," in devices:
-        count = len([d for d in devices.split(",") if d.strip()])
-    elif str(devices) in ("auto", "-1"):
-        count = torch.cuda.device_count() if gpu else 1
-    else:
-        count = int(devices)
-    return count * int(trainer_cfg.num_nodes)
-
-
-def resume_checkpoint(cfg: DictConfig) -> Path | None:
-    """The checkpoint this run continues from (see the module doc), or None."""
-    resume = str(cfg.resume)
-    if resume == "never":
-        return None
-    if resume == "auto":
-        return find_resume_checkpoint(cfg.output_dir)
-    path = Path(resume)
-    if not path.is_file():
-        raise ConfigError(
-            f"resume='{resume}': no such checkpoint; use resume=auto (latest in output_dir), "
-            "resume=never, or the path of a .ckpt file"
-        )
-    return path
-
-
 def build_network(cfg: DictConfig, resuming: bool) -> nn.Module:
     """The network to train: VGG16-initialised, or from cfg.model.init_from (stage 2), or
     left for the resumed checkpoint to fill."""
@@ -122,33 +113,48 @@ def build_network(cfg: DictConfig, resuming: bool) -> nn.Module:
     return net
 
 
-def _already_finished(cfg: DictConfig) -> Path | None:
-    final = checkpoint_dir(cfg.output_dir) / FINAL
-    if str(cfg.resume) == "auto" and final.is_file() and checkpoint_step(final) >= int(cfg.schedule.max_steps):
-        return final
-    return None
-
-
-def _non_finite_from_spawn(err: BaseException) -> NonFiniteLossError | None:
-    """ddp_spawn re-raises a worker's exception as text: recover the clear message."""
-    marker = "NonFiniteLossError: "
-    text = str(err)
-    if marker not in text:
+def _explicit_resume(cfg: DictConfig) -> Path | None:
+    resume = str(cfg.resume)
+    if resume in ("auto", "never"):
         return None
-    return NonFiniteLossError(text[text.rindex(marker) + len(marker):].strip().splitlines()[0])
+    path = Path(resume)
+    if not path.is_file():
+        raise ConfigError(
+            f"resume='{resume}': no such checkpoint; use resume=auto (latest in output_dir), "
+            "resume=never, or the path of a .ckpt file"
+        )
+    return path
 
 
-def hardware_kwargs(trainer_cfg: DictConfig) -> dict:
-    """The Trainer arguments that say where and how to run (shared by train and eval)."""
-    devices = trainer_cfg.devices
-    return {
-        "accelerator": str(trainer_cfg.accelerator),
-        "devices": list(devices) if OmegaConf.is_list(devices) else devices,
-        "num_nodes": int(trainer_cfg.num_nodes),
-        "strategy": str(trainer_cfg.strategy),
-        "precision": str(trainer_cfg.precision),
-        "deterministic": bool(trainer_cfg.deterministic),
-    }
+def _run_record(cfg: DictConfig) -> dict:
+    """What a checkpoint of this run records and a resume must match: the data it trains and
+    validates on, and the file it was initialised from (stage 2: the stage-1 network)."""
+    from deconvnet.data.fingerprint import data_fingerprint
+
+    data = data_fingerprint(cfg.data.root, (cfg.data.train_split, cfg.data.val_split))
+    return {"data": data, "inputs": file_identity([cfg.model.init_from])}
+
+
+def _accept_checkpoint(cfg: DictConfig, path: Path, record: dict) -> int:
+    """Check that the checkpoint to resume from holds this network, trained on this data;
+    returns its step. Raises before anything is written."""
+    check_resumable(path, cfg.model)
+    checkpoint = read_checkpoint(path)
+    stored = checkpoint_record(path)
+    for what, words in (("data", "other data (its dataset or split images differ)"),
+                        ("inputs", f"another model.init_from file ({cfg.model.init_from} has changed)")):
+        if stored.get(what) is not None and stored[what] != record[what]:
+            raise ConfigError(f"{path} was trained on {words}; use resume=never to start afresh in "
+                              f"{cfg.output_dir}, or another output_dir")
+    return int(checkpoint.get("global_step", 0))
+
+
+def is_trained(cfg: DictConfig) -> bool:
+    """Whether ``cfg.output_dir`` holds this training run, complete (the pipeline's question)."""
+    folder = RunFolder(cfg.output_dir, "train")
+    record = _run_record(cfg)
+    return (checkpoint_dir(cfg.output_dir) / FINAL).is_file() and folder.is_complete(
+        cfg, data=record, step=int(cfg.schedule.max_steps))
 
 
 def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
@@ -158,37 +164,69 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
     """
     validate_training_config(cfg)
     check_hardware(cfg.trainer)
-    output_dir = Path(cfg.output_dir)
-    ckpt_dir = checkpoint_dir(output_dir)
-    finished = _already_finished(cfg)
-    if finished is not None:
-        rank_zero_info(
-            f"{finished} is already trained to schedule.max_steps={cfg.schedule.max_steps}; nothing "
-            "to do (raise schedule.max_steps to train further, or resume=never to start again)"
-        )
-        return finished
-    resume = resume_checkpoint(cfg)
-    if resume is not None:
-        check_resumable(resume, cfg.model)
-    ensure_writable(output_dir, "output_dir")  # before any work: read-only, full, /proc/...
-    if rank_zero_only.rank == 0:
-        save_config(cfg, output_dir)
-    pl.seed_everything(int(cfg.seed), workers=True)
+    explicit = _explicit_resume(cfg)
+    record = _run_record(cfg)  # reads the split lists: data errors before any folder is made
+    ensure_writable(cfg.output_dir, "output_dir")  # before any work: read-only, full, /proc/...
+    folder = RunFolder(cfg.output_dir, "train")
+    if not is_launcher_rank_zero():  # torchrun/SLURM ranks > 0: rank 0 owns the folder
+        return _train(cfg, folder, record, explicit, callbacks)
+    with folder.lock():
+        return _train(cfg, folder, record, explicit, callbacks)
 
-    world = world_size(cfg.trainer)
-    _, accumulate = batch_plan(int(cfg.data.batch_size), world, cfg.data.per_device_batch_size)
+
+def _train(cfg: DictConfig, folder: RunFolder, record: dict, explicit: Path | None,
+           callbacks: Sequence[Callback]) -> Path:
+    owner = is_launcher_rank_zero()
+    ckpt_dir = checkpoint_dir(cfg.output_dir)
+    final = ckpt_dir / FINAL
+    if owner:
+        folder.remove_leftovers(CHECKPOINT_DIR)
+    max_steps = int(cfg.schedule.max_steps)
+    fresh = str(cfg.resume) == "never"
+    if not fresh:
+        folder.check_same_config(cfg)
+        if final.is_file() and folder.is_complete(cfg, data=record, step=max_steps):
+            rank_zero_info(
+                f"{final} is already trained to schedule.max_steps={max_steps}; nothing to do "
+                "(raise schedule.max_steps to train further, or resume=never to start again)"
+            )
+            return final
+    resume = explicit or (None if fresh else find_resume_checkpoint(cfg.output_dir))
+    resume_step = _accept_checkpoint(cfg, resume, record) if resume is not None else 0
+
+    # accepted: from here on the folder's records are this run's
+    if owner:
+        folder.mark_incomplete()
+        folder.remove(FAILURE_REPORT)
+        if fresh:
+            folder.remove(CHECKPOINT_DIR)
+        folder.write_config(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True)
     net = build_network(cfg, resuming=resume is not None)
     module = MODULES[str(cfg.task)](net, cfg)
     datamodule = build_datamodule(cfg)
-    logger = build_logger(cfg, output_dir, resuming=resume is not None)
+    if resume is not None and resume_step >= max_steps:
+        # killed after the last step but before final.ckpt: only precise BN and final.ckpt remain
+        rank_zero_info(f"{resume} is at step {resume_step} (schedule.max_steps={max_steps}); "
+                       "finishing the run: precise BN and the final checkpoint")
+        if owner:
+            finish_training(cfg, module, datamodule, resume, final)
+            folder.mark_complete(cfg, data=record, step=resume_step)
+        return final
 
+    world = world_size(cfg.trainer)
+    _, accumulate = batch_plan(int(cfg.data.batch_size), world, cfg.data.per_device_batch_size)
     steps = cfg.schedule
+    report = folder.path / FAILURE_REPORT
     hint = f"The last good checkpoint is {ckpt_dir / LAST}. "
+    exact = ExactResume(crop_size=int(cfg.data.crop_size))
+    exact.install(datamodule)  # the training loader's position and RNGs go into last.ckpt
     builtin: list[Callback] = [
-        NonFiniteLossGuard(checkpoint_hint=hint),
+        exact,
+        NonFiniteLossGuard(checkpoint_hint=hint, report_path=report),
         ImagesPerSecond(every_n_steps=int(cfg.trainer.log_every_n_steps)),
         ProgressBar(),
-        LastCheckpoint(ckpt_dir),
+        LastCheckpoint(ckpt_dir, report_path=report),
     ]
     if cfg.task == "deconvnet":
         builtin.append(PreciseBatchNorm(int(steps.precise_bn_batches)))
@@ -196,7 +234,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
 
     trainer = pl.Trainer(
         **hardware_kwargs(cfg.trainer),
-        max_steps=int(steps.max_steps),
+        max_steps=max_steps,
         max_epochs=-1,
         # Lightning counts validation intervals in batches: optimiser steps x accumulation
         val_check_interval=int(steps.val_every_n_steps) * accumulate,
@@ -205,11 +243,11 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
         log_every_n_steps=int(cfg.trainer.log_every_n_steps),
         limit_val_batches=cfg.trainer.limit_val_batches,
         benchmark=cfg.task == "deconvnet" and not cfg.trainer.deterministic,  # fixed-size windows
-        logger=logger if logger is not None else False,
+        logger=False,
         callbacks=[*builtin, *callbacks],
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(record=record)],
         enable_checkpointing=False,  # LastCheckpoint / FinalCheckpoint write the files
-        default_root_dir=str(output_dir),
+        default_root_dir=str(cfg.output_dir),
     )
     if trainer.world_size != world:
         raise ConfigError(
@@ -218,17 +256,22 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
             "as a number of devices"
         )
     if resume is not None:
-        rank_zero_info(f"resuming from {resume} (step {checkpoint_step(resume)})")
+        rank_zero_info(f"resuming from {resume} (step {resume_step})")
 
+    logger = build_logger(cfg, folder.path, job_type="train", resuming=resume is not None)
+    if logger is not None:
+        trainer.loggers = [logger]
     failed = True
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
         failed = False
     except Exception as err:
-        clear = _non_finite_from_spawn(err) if not isinstance(err, NonFiniteLossError) else None
-        if clear is not None:
-            raise clear from None
+        reported = reported_failure(report)  # a worker process's clear error, if it left one
+        if reported is not None and not isinstance(err, UserError):
+            raise reported from None
         raise
     finally:
         finish_run(logger, failed=failed)
-    return ckpt_dir / FINAL
+    if owner:  # fit ends at max_steps (max_epochs=-1); a ddp_spawn parent's trainer keeps no step
+        folder.mark_complete(cfg, data=record, step=max_steps)
+    return final

@@ -20,6 +20,7 @@ from deconvnet.data.proposals import generators
 from deconvnet.data.proposals.cache import cache_path, read_cache, write_cache
 from deconvnet.runtime.children import die_with_parent
 from deconvnet.runtime.folders import ensure_writable
+from deconvnet.runtime.lock import FolderLock
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,10 @@ def ensure_proposals(cfg, split: str, reader=None) -> tuple[dict[str, np.ndarray
     if why != "no cache yet":
         log.warning("proposals: not using %s (%s); recomputing", path, why)
     ensure_writable(path.parent, "data.proposals.cache_dir")  # before the work, not after it
-    proposals = compute_proposals(reader, generator, float(pcfg.min_size), int(pcfg.top_k), int(pcfg.workers))
-    write_cache(path, split, generator.method, parameters, proposals)
+    # one writer per cache file: a second run computing the same cache stops at once
+    with FolderLock(path.parent, what=f"computation of {path.name}", name=f".{path.name}.lock"):
+        proposals = compute_proposals(reader, generator, float(pcfg.min_size), int(pcfg.top_k), int(pcfg.workers))
+        write_cache(path, split, generator.method, parameters, proposals)
     return proposals, path
 
 
