@@ -266,6 +266,75 @@ def test_cache_with_another_image_list_is_stale(synthetic_voc, tmp_path):
     assert proposals is None and "image list" in why
 
 
+def _write_val_cache(synthetic_voc, tmp_path, *overrides):
+    cfg = make_cfg(synthetic_voc, tmp_path, *overrides)
+    proposals, path = ensure_proposals(cfg, "val")
+    return cfg, proposals, path
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "offsets"])
+def test_a_corrupt_cache_is_recomputed_with_a_warning(synthetic_voc, tmp_path, counting, caplog, damage):
+    cfg, first, path = _write_val_cache(synthetic_voc, tmp_path)
+    computed = len(counting)
+    content = path.read_bytes()
+    if damage == "truncated":  # a copy cut short, a disk that filled up
+        path.write_bytes(content[: len(content) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"this is not a zip file" * 10)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:  # readable, but the offsets point past the boxes
+        with np.load(path) as data:
+            arrays = dict(data)
+        arrays["offsets"] = arrays["offsets"] + 1
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    with caplog.at_level(logging.WARNING):
+        again = load_proposals(cfg, "val")
+    assert len(counting) == 2 * computed  # recomputed, not a traceback
+    assert "recomputing" in caplog.text and str(path) in caplog.text
+    assert list(again) == list(first)
+    for image_id in first:
+        np.testing.assert_array_equal(again[image_id], first[image_id])
+    with np.load(path) as data:  # and rewritten whole
+        assert int(data["offsets"][-1]) == len(data["boxes"])
+
+
+def test_cache_of_another_split_with_as_many_images_is_stale(synthetic_voc, tmp_path):
+    cfg, _, path = _write_val_cache(synthetic_voc, tmp_path)
+    params = proposal_parameters(cfg, generators.build_generator(cfg))
+    ids = VOCSegmentationIndex(synthetic_voc, "val").ids
+    assert read_cache(path, "ground_truth", params, ids)[0] is not None
+    other = [f"x{image_id}" for image_id in ids]  # same length, other ids
+    assert read_cache(path, "ground_truth", params, other)[0] is None
+    swapped = [ids[1], ids[0], *ids[2:]]  # same ids, another order
+    assert read_cache(path, "ground_truth", params, swapped)[0] is None
+
+
+def test_a_changed_boxes_file_invalidates_the_cache(synthetic_voc, tmp_path):
+    reader = VOCSegmentationIndex(synthetic_voc, "val")
+    boxes_file = tmp_path / "boxes.json"
+    boxes_file.write_text(json.dumps({i: [[0, 0, 40, 40]] for i in reader.ids}))
+    overrides = ("data.proposals.method=file", f"data.proposals.file={boxes_file}")
+    _, first, _ = _write_val_cache(synthetic_voc, tmp_path / "cache", *overrides)
+    assert all(b.tolist() == [[0, 0, 40, 40]] for b in first.values())
+    boxes_file.write_text(json.dumps({i: [[2, 3, 50, 60]] for i in reader.ids}))  # same name
+    _, second, _ = _write_val_cache(synthetic_voc, tmp_path / "cache", *overrides)
+    assert all(b.tolist() == [[2, 3, 50, 60]] for b in second.values())
+
+
+def test_a_cache_of_another_format_is_not_used(synthetic_voc, tmp_path, monkeypatch):
+    from deconvnet.data.proposals import cache
+
+    cfg, _, path = _write_val_cache(synthetic_voc, tmp_path)
+    params = proposal_parameters(cfg, generators.build_generator(cfg))
+    ids = VOCSegmentationIndex(synthetic_voc, "val").ids
+    assert read_cache(path, "ground_truth", params, ids)[0] is not None
+    monkeypatch.setattr(cache, "CACHE_FORMAT", cache.CACHE_FORMAT + 1)  # the code moved on
+    proposals, why = read_cache(path, "ground_truth", params, ids)
+    assert proposals is None and "another version" in why
+
+
 def test_cache_write_is_atomic(synthetic_voc, tmp_path, monkeypatch):
     cfg = make_cfg(synthetic_voc, tmp_path)
     _, path = ensure_proposals(cfg, "val")
