@@ -14,7 +14,7 @@ from deconvnet.data.imageio import write_index_png
 from deconvnet.errors import DataError
 from deconvnet.inference.score import score_folders
 from deconvnet.inference.submission import make_archive, method_slug, write_prediction
-from deconvnet.metrics import results_header
+from deconvnet.metrics import read_results_csv, results_header
 
 DEMO_EVAL = str(Path(__file__).resolve().parents[2] / "experiments" / "demo" / "eval.yaml")
 
@@ -82,6 +82,68 @@ def test_missing_or_resized_prediction_names_the_file(tmp_path):
         score_folders(pred_dir, gt_dir)
     # the CLI turns it into one line on stderr and exit status 2
     assert main(["score", "--pred", str(pred_dir), "--gt", str(gt_dir)]) == 2
+
+
+@pytest.mark.parametrize("values", [[21], [37, 254], [21, 200]])
+def test_ground_truth_outside_the_classes_is_an_error_naming_the_file_and_values(tmp_path, capsys, values):
+    pred_dir, gt_dir, pairs = _folders(tmp_path, count=3)
+    gt = pairs[1][1].copy()
+    gt[0, : len(values)] = values  # a few stray values, e.g. a mask of another dataset
+    write_index_png(gt_dir / "0001.png", gt)
+    wanted = ", ".join(str(v) for v in sorted(values))
+    with pytest.raises(DataError, match=rf"0001\.png.* \[{wanted}\] outside 0\.\.20 and 255"):
+        score_folders(pred_dir, gt_dir, tmp_path / "out")
+    assert not (tmp_path / "out" / "results.csv").exists()
+    assert main(["score", "--pred", str(pred_dir), "--gt", str(gt_dir)]) == 2
+    err = capsys.readouterr().err
+    (line,) = [text for text in err.splitlines() if "error" in text]  # besides the progress bar
+    assert line.startswith("deconvnet score: error: ") and "0001.png" in line and "Traceback" not in err
+
+
+def test_a_prediction_outside_the_classes_is_an_error(tmp_path):
+    pred_dir, gt_dir, pairs = _folders(tmp_path, count=2)
+    pred = pairs[0][0].copy()
+    pred[3, 4] = 255  # void is not a prediction
+    write_index_png(pred_dir / "0000.png", pred)
+    with pytest.raises(DataError, match=r"prediction .*0000\.png holds labels \[255\]"):
+        score_folders(pred_dir, gt_dir)
+
+
+def test_an_empty_ground_truth_folder_is_an_error(tmp_path, capsys):
+    pred_dir, _, _ = _folders(tmp_path, count=1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=rf"no ground-truth PNGs in {empty}"):
+        score_folders(pred_dir, empty)
+    with pytest.raises(DataError, match="--gt folder not found"):
+        score_folders(pred_dir, tmp_path / "nowhere")
+    assert main(["score", "--pred", str(pred_dir), "--gt", str(empty)]) == 2
+    assert not (pred_dir / "results.csv").exists()
+
+
+def test_score_cli_out_writes_there_and_not_into_the_predictions(tmp_path):
+    pred_dir, gt_dir, pairs = _folders(tmp_path, count=2)
+    out = tmp_path / "elsewhere" / "scores"
+    assert main(["score", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out)]) == 0
+    assert not (pred_dir / "results.csv").exists()
+    rows = read_results_csv(out / "results.csv")
+    assert list(rows) == ["score"]
+    np.testing.assert_allclose(rows["score"][:-1], _direct_iou(pairs), atol=0.05)
+
+
+def test_score_counts_every_cell_of_the_confusion_matrix(tmp_path):
+    """A hand-made pair whose IoU per class is known: no void, 3 classes present."""
+    gt = np.array([[0, 0, 1, 1], [2, 2, 2, 255]], np.uint8)
+    pred = np.array([[0, 1, 1, 1], [2, 2, 0, 7]], np.uint8)
+    (tmp_path / "gt").mkdir(), (tmp_path / "pred").mkdir()
+    write_index_png(tmp_path / "gt" / "a.png", gt)
+    write_index_png(tmp_path / "pred" / "a.png", pred)
+    row = score_folders(tmp_path / "pred", tmp_path / "gt")["score"]
+    # background: TP 1, FP 1 (a 2 called 0), FN 1 (a 0 called 1) -> 1/3; aeroplane 2/3;
+    # bicycle 2/3; the void pixel (predicted 7) counts nowhere; other classes absent (NaN)
+    np.testing.assert_allclose(row[:3], [100 / 3, 200 / 3, 200 / 3])
+    assert all(np.isnan(row[3:-1]))
+    assert row[-1] == pytest.approx((100 / 3 + 400 / 3) / 3)
 
 
 def test_submission_archive_has_the_server_layout(tmp_path):
