@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import os
+import random
 from pathlib import Path
 
 import pytest
 
 SYNTHETIC_IMAGES = 24
 SYNTHETIC_SIZE = 128
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Environment variables a test (or the library under it) sets are removed after it:
+    Lightning's ddp_spawn leaves MASTER_PORT/MASTER_ADDR, W&B leaves WANDB_SERVICE, and a
+    later test would otherwise inherit them (a stale port, a dead W&B service)."""
+    saved = dict(os.environ)
+    yield
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def _seeded_and_one_thread():
+    """Every test starts from the same random state, whatever ran before it, and computes
+    with one intra-op thread: tiny networks gain nothing from more, and on a busy machine
+    OpenMP threads wait on each other for seconds (and reductions change with the count)."""
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
