@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,14 +89,32 @@ def tiny_checkpoint_factory():
 
 @pytest.fixture
 def offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """W&B kept offline, silent and inside tmp_path; returns its folder."""
+    """W&B kept offline, silent and inside tmp_path; returns its folder.
+
+    The service timeouts are generous: on a busy machine the W&B service (and, under
+    ddp_spawn, a spawned rank attaching to it) can take longer than the 30 s default."""
     home = tmp_path / "wandb-home"
     for var, value in {
         "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(home),
         "WANDB_CONFIG_DIR": str(home / "config"), "WANDB_CACHE_DIR": str(home / "cache"),
-        "WANDB_DATA_DIR": str(home / "data"), "WANDB_DISABLE_GIT": "true",
-        "NETRC": str(tmp_path / "no-netrc"),
+        "WANDB_DATA_DIR": str(home / "data"), "WANDB_ARTIFACT_DIR": str(home / "artifacts"),
+        "WANDB_DISABLE_GIT": "true", "NETRC": str(tmp_path / "no-netrc"),
+        "WANDB__SERVICE_WAIT": "300",  # settings.x_service_wait: the service's start-up
+        "WANDB_INIT_TIMEOUT": "300",  # settings.init_timeout: wandb.init waiting for the run
     }.items():
         monkeypatch.setenv(var, value)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for var in ("WANDB_API_KEY", "WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_PROJECT",
+                "WANDB_ENTITY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _wandb_never_leaves_the_test(offline_wandb: Path):
+    """Every test, whether it means to start W&B or not, finds it offline and writing into
+    its own tmp_path: nothing reaches the network or the user's home W&B folders. A W&B
+    service the test started is shut down after it, so the next test starts its own."""
+    yield
+    setup = sys.modules.get("wandb.sdk.wandb_setup")
+    if setup is not None and getattr(setup, "_singleton", None) is not None:
+        setup.teardown()

@@ -58,7 +58,7 @@ def test_interrupted_run_resumes_where_it_stopped(tiny, tmp_path):
     assert run["config"]["git_revision"]
     history = run["history"]
     train_steps = [h["trainer/global_step"] for h in history if "train/loss" in h]
-    assert train_steps and min(train_steps) >= 2 and all(h["train/lr"] > 0 for h in history if "train/lr" in h)
+    assert train_steps and min(train_steps) >= 2 and all(h["train/lr"] == pytest.approx(0.001) for h in history if "train/lr" in h)
     validations = [h for h in history if "val/miou" in h]
     assert len(validations) == 1  # at step 4
     assert 0 <= validations[0]["val/pixel_accuracy"] <= 1
