@@ -8,7 +8,7 @@ ARGS   ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint demo data train-stage1 train-stage2 train-fcn \
-        ensemble-eval proposals table1 sweep bench clean
+        ensemble-eval proposals table1 sweep bench clean mutation
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-15s %s\n", $$1, $$2}'
@@ -66,6 +66,11 @@ sweep: $(STAMP)  ## create the W&B sweep SWEEP and run an agent for it (needs `w
 	  id=$$(wandb sweep $(SWEEP) 2>&1 | tee /dev/stderr | sed -n 's/.*wandb agent \([^ ]*\).*/\1/p' | tail -n 1); \
 	  test -n "$$id" || { echo "wandb sweep did not return a sweep id (logged in? see above)"; exit 1; }; \
 	  wandb agent $$id
+
+MODULES ?=
+mutation: $(STAMP)  ## mutation testing (mutmut) of the modules that decide results; MODULES="metrics score" for some; summary in build/mutation/summary.md
+	$(PY) -m pip install --quiet -e '.[mutation]'
+	nice -n 10 $(PY) tools/mutation.py $(MODULES)
 
 clean:  ## remove caches (keeps .venv and outputs)
 	rm -rf .pytest_cache .ruff_cache build src/*.egg-info
