@@ -115,6 +115,19 @@ def _wandb_never_leaves_the_test(offline_wandb: Path):
     its own tmp_path: nothing reaches the network or the user's home W&B folders. A W&B
     service the test started is shut down after it, so the next test starts its own."""
     yield
+    _wandb_teardown()
+
+
+def _wandb_teardown() -> None:
+    """Shut down this process's W&B service, if one was started (waits until it has exited)."""
     setup = sys.modules.get("wandb.sdk.wandb_setup")
     if setup is not None and getattr(setup, "_singleton", None) is not None:
         setup.teardown()
+
+
+@pytest.fixture
+def wandb_flushed():
+    """Call it before reading an offline run this process wrote. W&B's service writes the
+    run file asynchronously: under load its last records (e.g. the eval metrics) reach the
+    disk after run.finish() has returned; shutting the service down waits for them."""
+    return _wandb_teardown

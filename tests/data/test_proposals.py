@@ -77,7 +77,9 @@ def test_edgeboxes_finds_a_salient_rectangle():
     boxes, scores = generators.EdgeBoxes(max_candidates=200).propose_image(image)
     assert len(boxes) > 0 and boxes.dtype == np.float32 and len(scores) == len(boxes)
     final = generators.finalize(boxes, scores, 200, 160, min_size=16, top_k=50)
-    assert np.all(np.diff(scores[np.argsort(-scores)]) <= 0)
+    assert np.isfinite(scores).all() and scores.max() > scores.min()  # a ranking, not ties
+    best = scores == scores.max()  # finalize puts the best-scoring box first (it is big enough)
+    assert any(np.array_equal(final[0], box) for box in generators.clip_boxes(boxes[best], 200, 160))
     assert box_iou(final, truth).max() > 0.7
 
 

@@ -36,7 +36,8 @@ def _args(root: Path, out: Path, checkpoints: dict[str, Path], *extra: str) -> l
     ]
 
 
-def test_eval_writes_the_table1_files_and_an_offline_wandb_run(synthetic_voc, checkpoints, tmp_path, capsys):
+def test_eval_writes_the_table1_files_and_an_offline_wandb_run(synthetic_voc, checkpoints, tmp_path, capsys,
+                                                               wandb_flushed):
     from deconvnet.training.wandb_logger import read_offline_run
 
     out = tmp_path / "eval"
@@ -56,6 +57,7 @@ def test_eval_writes_the_table1_files_and_an_offline_wandb_run(synthetic_voc, ch
     # the printed table says where every output is
     assert f"outputs in {out}" in printed and "iou_chart.png" in printed and "overlays/" in printed
     assert f"wandb sync {runs[0]}" in printed
+    wandb_flushed()  # the run file is complete only once the W&B service has finished it
     run = read_offline_run(runs[0])
     logged = {key: value for step in run["history"] for key, value in step.items()}
     assert logged["eval/EDeconvNet+CRF/mIoU"] == pytest.approx(rows["EDeconvNet+CRF"][-1], abs=0.05)

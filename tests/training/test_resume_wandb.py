@@ -16,7 +16,7 @@ from .conftest import EXPERIMENTS, AtStep, Capture
 pytestmark = pytest.mark.slow
 
 
-def test_interrupted_run_resumes_where_it_stopped(tiny, tmp_path):
+def test_interrupted_run_resumes_where_it_stopped(tiny, tmp_path, wandb_flushed):
     overrides = tiny("resumed", schedule__max_steps=4, logger__mode="offline",
                      optim__name="sgd", optim__momentum=0.9, optim__lr=0.001)
     recipe = EXPERIMENTS / "demo/stage1.yaml"
@@ -44,6 +44,7 @@ def test_interrupted_run_resumes_where_it_stopped(tiny, tmp_path):
     saved_net = {k[len("net."):]: v for k, v in last["state_dict"].items()}
     assert all(torch.equal(capture.start["net"][k], v) for k, v in saved_net.items())
 
+    wandb_flushed()  # the run files are complete only once the W&B service has finished them
     # one W&B run, continued: both process lifetimes wrote under the same id
     assert (out / RUN_ID_FILE).read_text().strip() == run_id
     run_dirs = sorted((out / "wandb").glob("offline-run-*"))
