@@ -154,3 +154,24 @@ def test_results_markdown_layout(tmp_path):
     assert "| | paper |" not in results_markdown({"FCN-8s": [1.0, 2.0, 1.5]}, num_classes=2)
     written = write_results_markdown(tmp_path / "sub" / "results.md", {"FCN-8s": ours}, title="demo on val")
     assert written.read_text() == text and not list((tmp_path / "sub").glob(".*tmp"))
+
+
+def test_edge_cases_of_counting():
+    # a label equal to num_classes is already out of range
+    with pytest.raises(ValueError, match=r"labels \[3\] outside"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([3, 1]), 3)
+    # a negative prediction counts as class 0, not in the row before
+    assert confusion_matrix(torch.tensor([-1, 2]), torch.tensor([1, 1]), 3).tolist() == [[0, 0, 0], [1, 0, 1], [0, 0, 0]]
+    one_pixel = torch.tensor([[1, 0], [0, 0]])
+    assert per_class_iou(one_pixel)[0].item() == 1.0 and pixel_accuracy(one_pixel) == 1.0
+
+
+def test_files_are_byte_exact_and_folders_are_made(tmp_path):
+    path = write_results_csv(tmp_path / "a" / "b" / "r.csv", {"m": [50.0, 50.0]}, num_classes=1)
+    assert path.read_bytes() == b"method,class0,mean\nm,50.0,50.0\n"  # \n, not \r\n
+    text = results_markdown({"FCN-8s": list(paper_table()["FCN-8s"])})
+    lines = text.splitlines()
+    assert lines[2] == "Paper: Noh et al., ICCV 2015, Table 1 (PASCAL VOC 2012 test). diff = ours - paper."
+    assert all(line.endswith(" |") for line in lines[6:9])
+    written = write_results_markdown(tmp_path / "c" / "d" / "results.md", {"FCN-8s": [1.0] * 22})
+    assert written.read_text().startswith("# Per-class IoU (%)\n")
