@@ -70,6 +70,9 @@ def prepare(name: str) -> Path:
         f"also_copy = {_toml_list([*ALSO_COPY, 'conftest.py'])}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
+        # generous: on a busy machine a slow test must not count as a mutant killed by timeout
+        "timeout_multiplier = 50.0\n"
+        "timeout_constant = 60.0\n"
     )
     (work / "pyproject.toml").write_text(config)
     # mutmut runs the tests inside work/mutants/; an editable install of this repository

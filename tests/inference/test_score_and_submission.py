@@ -189,3 +189,20 @@ def test_eval_without_networks_or_with_a_missing_checkpoint_says_which_key(tmp_p
     err = capsys.readouterr().err
     assert code == 2 and f"eval.fcn_checkpoint={tmp_path}/nope.ckpt: no such checkpoint" in err
     assert not out.exists()  # nothing written before the inputs are known to be usable
+
+
+def test_slugs_of_unusual_names_and_archives_elsewhere(tmp_path):
+    assert method_slug("My Net+CRF (v2)!") == "my_net_crf_v2"  # no leading/trailing/double _
+    assert method_slug("+FCN-8s+") == "fcn8s"
+    labels = np.array([[0, 300 % 256], [20, 255]], np.int64)  # any integer array: stored as uint8
+    png = write_prediction(tmp_path / "root", "DeconvNet", "img1", labels, competition="comp5")
+    assert png == tmp_path / "root" / "deconvnet" / "results/VOC2012/Segmentation/comp5_test_cls/img1.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(png)), labels.astype(np.uint8))
+    archive = make_archive(tmp_path / "root", "DeconvNet", competition="comp5",
+                           archive_dir=tmp_path / "out" / "deep")
+    assert archive == tmp_path / "out" / "deep" / "deconvnet.tar.gz"
+    with tarfile.open(archive) as tar:
+        assert [m.name for m in tar.getmembers() if m.isfile()] == [
+            "results/VOC2012/Segmentation/comp5_test_cls/img1.png"]
+    with pytest.raises(FileNotFoundError, match=r"no prediction PNGs in .*fcn8s.*nothing to archive"):
+        make_archive(tmp_path / "root", "FCN-8s")
