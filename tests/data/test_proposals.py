@@ -394,3 +394,35 @@ def test_proposals_for_an_arbitrary_image(synthetic_voc, tmp_path):
     boxes = proposals_for_image(cfg, image)
     assert 0 < len(boxes) <= 50
     assert np.all(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= 50)
+
+
+def test_cache_round_trip_edge_cases(tmp_path):
+    from deconvnet.data.proposals.cache import write_cache
+
+    params = {"top_k": 5}
+    # the key names the method: two methods with the same parameters never share a file
+    assert cache_path(tmp_path, "val", "a", params) != cache_path(tmp_path, "val", "b", params)
+    assert cache_path(tmp_path, "val", "a", params).name.startswith("val-a-")
+    # a split without images, into folders that do not exist yet
+    empty = write_cache(tmp_path / "x" / "y" / "e.npz", "val", "a", params, {})
+    assert read_cache(empty, "a", params, []) == ({}, "")
+    boxes = {"i1": np.array([[0, 0, 5, 5]], np.float64), "i2": np.zeros((0, 4)), "i3": np.ones((2, 4))}
+    path = write_cache(tmp_path / "c.npz", "val", "a", params, boxes)
+    got, why = read_cache(path, "a", params, ["i1", "i2", "i3"])
+    assert why == "" and [len(got[k]) for k in ("i1", "i2", "i3")] == [1, 0, 2]
+    assert all(v.dtype == np.float32 for v in got.values())
+
+    def damaged(**change):
+        with np.load(path) as data:
+            arrays = {**dict(data), **change}
+        out = tmp_path / "damaged.npz"
+        with open(out, "wb") as f:
+            np.savez(f, **arrays)
+        return read_cache(out, "a", params, ["i1", "i2", "i3"])
+
+    for change in ({"offsets": np.array([1, 1, 1, 3])}, {"offsets": np.array([0, 2, 1, 3])},
+                   {"offsets": np.array([0, 1, 1])}, {"boxes": np.ones((3, 5), np.float32)},
+                   {"boxes": np.ones((12,), np.float32)}):
+        proposals, why = damaged(**change)
+        assert proposals is None and "inconsistent" in why, change
+    assert damaged(offsets=np.array([0, 1, 1, 3]))[0] is not None  # an empty image is fine
