@@ -426,3 +426,9 @@ def test_cache_round_trip_edge_cases(tmp_path):
         proposals, why = damaged(**change)
         assert proposals is None and "inconsistent" in why, change
     assert damaged(offsets=np.array([0, 1, 1, 3]))[0] is not None  # an empty image is fine
+
+
+def test_a_first_computation_is_not_a_warning(synthetic_voc, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        load_proposals(make_cfg(synthetic_voc, tmp_path), "val")
+    assert "recomputing" not in caplog.text  # no cache yet: nothing to warn about
