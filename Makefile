@@ -8,7 +8,7 @@ ARGS   ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint demo data train-stage1 train-stage2 train-fcn \
-        ensemble-eval proposals table1 sweep bench clean
+        ensemble-eval proposals table1 sweep bench clean mutation
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-15s %s\n", $$1, $$2}'
@@ -77,6 +77,10 @@ bench: $(STAMP)  ## the benchmarks, one JSON object each: data loading, inferenc
 	$(PY) benchmarks/data.py
 	$(PY) benchmarks/inference.py
 	$(PY) benchmarks/train_throughput.py $(BENCH_TRAIN_ARGS)
+MODULES ?=
+mutation: $(STAMP)  ## mutation testing (mutmut) of the modules that decide results; MODULES="metrics score" for some; summary in build/mutation/summary.md
+	$(PY) -m pip install --quiet -e '.[mutation]'
+	nice -n 10 $(PY) tools/mutation.py $(MODULES)
 
 clean:  ## remove caches (keeps .venv and outputs)
 	rm -rf .pytest_cache .ruff_cache build src/*.egg-info

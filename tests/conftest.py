@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+import os
+import random
+import sys
 from pathlib import Path
 
 import pytest
 
 SYNTHETIC_IMAGES = 24
 SYNTHETIC_SIZE = 128
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Environment variables a test (or the library under it) sets are removed after it:
+    Lightning's ddp_spawn leaves MASTER_PORT/MASTER_ADDR, W&B leaves WANDB_SERVICE, and a
+    later test would otherwise inherit them (a stale port, a dead W&B service)."""
+    saved = dict(os.environ)
+    yield
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def _seeded_and_one_thread():
+    """Every test starts from the same random state, whatever ran before it, and computes
+    with one intra-op thread: tiny networks gain nothing from more, and on a busy machine
+    OpenMP threads wait on each other for seconds (and reductions change with the count)."""
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -55,14 +89,45 @@ def tiny_checkpoint_factory():
 
 @pytest.fixture
 def offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """W&B kept offline, silent and inside tmp_path; returns its folder."""
+    """W&B kept offline, silent and inside tmp_path; returns its folder.
+
+    The service timeouts are generous: on a busy machine the W&B service (and, under
+    ddp_spawn, a spawned rank attaching to it) can take longer than the 30 s default."""
     home = tmp_path / "wandb-home"
     for var, value in {
         "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(home),
         "WANDB_CONFIG_DIR": str(home / "config"), "WANDB_CACHE_DIR": str(home / "cache"),
-        "WANDB_DATA_DIR": str(home / "data"), "WANDB_DISABLE_GIT": "true",
-        "NETRC": str(tmp_path / "no-netrc"),
+        "WANDB_DATA_DIR": str(home / "data"), "WANDB_ARTIFACT_DIR": str(home / "artifacts"),
+        "WANDB_DISABLE_GIT": "true", "NETRC": str(tmp_path / "no-netrc"),
+        "WANDB__SERVICE_WAIT": "300",  # settings.x_service_wait: the service's start-up
+        "WANDB_INIT_TIMEOUT": "300",  # settings.init_timeout: wandb.init waiting for the run
     }.items():
         monkeypatch.setenv(var, value)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for var in ("WANDB_API_KEY", "WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_PROJECT",
+                "WANDB_ENTITY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _wandb_never_leaves_the_test(offline_wandb: Path):
+    """Every test, whether it means to start W&B or not, finds it offline and writing into
+    its own tmp_path: nothing reaches the network or the user's home W&B folders. A W&B
+    service the test started is shut down after it, so the next test starts its own."""
+    yield
+    _wandb_teardown()
+
+
+def _wandb_teardown() -> None:
+    """Shut down this process's W&B service, if one was started (waits until it has exited)."""
+    setup = sys.modules.get("wandb.sdk.wandb_setup")
+    if setup is not None and getattr(setup, "_singleton", None) is not None:
+        setup.teardown()
+
+
+@pytest.fixture
+def wandb_flushed():
+    """Call it before reading an offline run this process wrote. W&B's service writes the
+    run file asynchronously: under load its last records (e.g. the eval metrics) reach the
+    disk after run.finish() has returned; shutting the service down waits for them."""
+    return _wandb_teardown

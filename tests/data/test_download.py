@@ -108,23 +108,112 @@ def test_unreachable_source_keeps_partial_file(served):
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
-    """Serves one byte string and honours `Range: bytes=N-` (records what it was asked)."""
+    """Serves one byte string on /fake_voc.tar and honours `Range: bytes=N-` like a real
+    server (416 when N is at or past the end), unless ``honour_range`` is False; any other
+    path is a 500. Records every request as (path, Range header)."""
 
     payload = b""
     ranges: list[str] = []
+    requests: list[tuple[str, str | None]] = []
+    honour_range = True
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         header = self.headers.get("Range")
         type(self).ranges.append(header)
-        start = int(header.split("=")[1].rstrip("-")) if header else 0
+        type(self).requests.append((self.path, header))
+        if self.path != "/fake_voc.tar":
+            self.send_error(500, "mirror broken")
+            return
+        start = int(header.split("=")[1].rstrip("-")) if header and self.honour_range else 0
+        if start >= len(self.payload) and header:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(self.payload)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = self.payload[start:]
-        self.send_response(206 if header else 200)
+        self.send_response(206 if header and self.honour_range else 200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
     def log_message(self, *args):
         pass
+
+
+@pytest.fixture
+def http_server(served):
+    """A loopback HTTP server for the served archive; yields its base URL."""
+    _RangeHandler.payload = served["archive"].read_bytes()
+    _RangeHandler.ranges, _RangeHandler.requests, _RangeHandler.honour_range = [], [], True
+    server = http.server.HTTPServer(("127.0.0.1", 0), _RangeHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def _http_spec(served, *urls: str) -> Archive:
+    return Archive(urls=urls, md5=served["spec"].md5, filename="fake_voc.tar", extracted="VOCdevkit/VOC2012")
+
+
+def test_a_server_that_ignores_range_restarts_the_file(served, http_server):
+    _RangeHandler.honour_range = False
+    payload = _RangeHandler.payload
+    root = served["root"]
+    root.mkdir()
+    (root / "fake_voc.tar.part").write_bytes(payload[:1000])
+    download("voc2012", root, archives={"voc2012": _http_spec(served, f"{http_server}/fake_voc.tar")},
+             keep_archive=True)
+    assert _RangeHandler.ranges == ["bytes=1000-"]  # asked to resume, got the whole file (200)
+    assert (root / "fake_voc.tar").read_bytes() == payload  # not the part + the whole file
+    assert len(VOCSegmentationIndex(root, "val")) == 7
+
+
+def test_a_416_for_a_complete_partial_file_finishes_it(served, http_server):
+    payload = _RangeHandler.payload
+    root = served["root"]
+    root.mkdir()
+    (root / "fake_voc.tar.part").write_bytes(payload)  # killed after the last byte, before the rename
+    download("voc2012", root, archives={"voc2012": _http_spec(served, f"{http_server}/fake_voc.tar")})
+    assert _RangeHandler.ranges == [f"bytes={len(payload)}-"]
+    assert (root / ".voc2012.complete").is_file() and len(VOCSegmentationIndex(root, "val")) == 7
+    assert not (root / "fake_voc.tar.part").exists()
+
+
+def test_a_failing_first_url_falls_back_to_the_next(served, http_server, capsys):
+    root = served["root"]
+    spec = _http_spec(served, f"{http_server}/broken/fake_voc.tar", f"{http_server}/fake_voc.tar")
+    download("voc2012", root, archives={"voc2012": spec})
+    assert [path for path, _ in _RangeHandler.requests] == ["/broken/fake_voc.tar", "/fake_voc.tar"]
+    assert len(VOCSegmentationIndex(root, "val")) == 7
+
+    # every URL failing: one error naming each of them
+    other = served["root"].parent / "other"
+    spec = _http_spec(served, f"{http_server}/broken/a.tar", f"{http_server}/broken/b.tar")
+    with pytest.raises(DataError, match=r"could not download fake_voc\.tar: .*/broken/a\.tar.*/broken/b\.tar"):
+        download("voc2012", other, archives={"voc2012": spec})
+
+
+def test_an_already_verified_archive_is_not_downloaded_again(served, http_server):
+    root = served["root"]
+    root.mkdir()
+    (root / "fake_voc.tar").write_bytes(_RangeHandler.payload)  # e.g. copied there by hand
+    download("voc2012", root, archives={"voc2012": _http_spec(served, f"{http_server}/fake_voc.tar")})
+    assert _RangeHandler.requests == []  # checksum matched: no request at all
+    assert len(VOCSegmentationIndex(root, "val")) == 7
+
+    # a wrong file under the archive's name is fetched afresh
+    fresh = root.parent / "fresh"
+    fresh.mkdir()
+    (fresh / "fake_voc.tar").write_bytes(b"an older, different file")
+    download("voc2012", fresh, archives={"voc2012": _http_spec(served, f"{http_server}/fake_voc.tar")})
+    assert [path for path, _ in _RangeHandler.requests] == ["/fake_voc.tar"]
+    assert len(VOCSegmentationIndex(fresh, "val")) == 7
 
 
 def test_http_download_resumes_a_partial_file(served):

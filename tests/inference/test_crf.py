@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -47,6 +49,79 @@ def test_crf_improves_a_coarse_noisy_map(noisy_scene, preset):
     before = _mean_iou(prob.argmax(0), gt)
     after = _mean_iou(dense_crf(image, prob, PRESETS[preset]), gt)
     assert after > before + 0.1, (before, after)
+
+
+def _two_classes(p_one: np.ndarray) -> np.ndarray:
+    """2 x H x W probabilities from the probability of class 1."""
+    return np.stack([1 - p_one, p_one]).astype(np.float32)
+
+
+@pytest.fixture
+def displaced_edge():
+    """A grey image with a colour edge at x = 24 and a weak unary whose class boundary lies
+    8 px to the right (x = 32). A long-range, colour-sensitive bilateral term moves the
+    boundary onto the colour edge; a short-range one, or none, leaves the unary's boundary."""
+    height, width = 48, 64
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, :24], image[:, 24:] = 40, 200
+    xs = np.arange(width)[None].repeat(height, 0)
+    prob = _two_classes(np.where(xs >= 32, 0.6, 0.4))
+    return image, prob, (xs >= 24).astype(np.uint8), (xs >= 32).astype(np.uint8)
+
+
+def test_bilateral_term_moves_the_boundary_onto_the_colour_edge(displaced_edge):
+    image, prob, colour_edge, unary_edge = displaced_edge
+    official = PRESETS["official"]
+    np.testing.assert_array_equal(dense_crf(image, prob, official), colour_edge)
+    np.testing.assert_array_equal(dense_crf(image, prob, PRESETS["deeplab"]), colour_edge)
+    # without the bilateral term the smoothness kernel alone keeps the unary's straight edge
+    no_bilateral = replace(official, bilateral_weight=0.0)
+    np.testing.assert_array_equal(dense_crf(image, prob, no_bilateral), unary_edge)
+    # sxy and srgb swapped: a 3-px reach cannot pull pixels 8 px away
+    swapped = replace(official, bilateral_sxy=official.bilateral_srgb, bilateral_srgb=official.bilateral_sxy)
+    np.testing.assert_array_equal(dense_crf(image, prob, swapped), unary_edge)
+
+
+def test_iterations_are_the_given_number(displaced_edge):
+    image, prob, colour_edge, unary_edge = displaced_edge
+    # no mean-field step: the labels are the unary's argmax (-log p, not log p)
+    np.testing.assert_array_equal(dense_crf(image, prob, replace(PRESETS["official"], iterations=0)), unary_edge)
+    np.testing.assert_array_equal(dense_crf(image, prob, replace(PRESETS["official"], iterations=1)), colour_edge)
+
+
+def test_deeplab_reaches_an_object_the_official_range_cannot():
+    """A small bright patch 100 px from a large bright object, its unary weakly background:
+    DeepLab's bilateral sxy 121 links it to the object (label 1), the official 20 does not."""
+    height, width = 64, 200
+    image = np.full((height, width, 3), 40, np.uint8)
+    image[12:52, 8:48] = 200
+    image[27:37, 150:160] = 200
+    p_one = np.full((height, width), 0.1)
+    p_one[12:52, 8:48] = 0.9
+    p_one[27:37, 150:160] = 0.4
+    prob = _two_classes(p_one)
+    for preset, island in (("official", 0), ("deeplab", 1)):
+        labels = dense_crf(image, prob, PRESETS[preset])
+        assert (labels[27:37, 150:160] == island).all(), preset
+        assert (labels[12:52, 8:48] == 1).all() and (labels[:, 60:140] == 0).all(), preset
+
+
+def test_smoothness_kernel_width_and_weight_remove_isolated_flips():
+    """Uniform colour (the bilateral term off): 10% of the pixels carry the wrong unary; the
+    3-px Gaussian kernel with weight 3 removes every one, a 0.3-px kernel or weight 0 none."""
+    rng = np.random.default_rng(0)
+    truth = np.zeros((40, 40), np.uint8)
+    truth[:, 20:] = 1
+    flipped = rng.random(truth.shape) < 0.1
+    p_one = np.where(truth == 1, 0.7, 0.3)
+    prob = _two_classes(np.where(flipped, 1 - p_one, p_one))
+    image = np.full((40, 40, 3), 100, np.uint8)
+    smooth = replace(PRESETS["official"], bilateral_weight=0.0)
+    np.testing.assert_array_equal(dense_crf(image, prob, smooth), truth)
+    for no_effect in (replace(smooth, gaussian_sxy=0.3), replace(smooth, gaussian_weight=0.0)):
+        np.testing.assert_array_equal(dense_crf(image, prob, no_effect), prob.argmax(0))
+    # a 1-px kernel removes most flips but not all: the width is used as given
+    assert 0 < (dense_crf(image, prob, replace(smooth, gaussian_sxy=1.0)) != truth).sum() < flipped.sum() / 4
 
 
 def test_crf_checks_shapes():

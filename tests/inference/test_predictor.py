@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +58,36 @@ def network_module(fn):
             return fn(x)
 
     return Wrapped()
+
+
+class _ConstantScores(torch.nn.Module):
+    """The same score vector at every pixel, whatever the input."""
+
+    def __init__(self, vector: torch.Tensor) -> None:
+        super().__init__()
+        self.vector = vector
+
+    def forward(self, x):
+        return self.vector.view(1, -1, 1, 1).expand(x.shape[0], -1, *x.shape[2:]).clone()
+
+
+@pytest.mark.parametrize("ensemble", ["mean", "product"])
+@pytest.mark.parametrize("aggregation", ["max", "sum"])
+def test_predictor_applies_its_aggregation_and_ensemble(ensemble, aggregation):
+    deconv = torch.tensor([-2.0, 3.0, 1.0])
+    fcn = torch.tensor([0.5, 0.1, 1.0])
+    predictor = EnsemblePredictor(_ConstantScores(deconv), _ConstantScores(fcn), input_size=8,
+                                  aggregation=aggregation, ensemble=ensemble, window_square=False,
+                                  num_proposals=2)  # the third box is not used
+    image = torch.zeros(1, 3, 24, 24, dtype=torch.uint8)
+    # two windows overlap on [8, 16) x [8, 16); pixel (4, 4) in one window, (20, 20) in none
+    boxes = np.array([[0, 0, 16, 16], [8, 8, 24, 24], [0, 16, 8, 24]], np.float32)
+    probs = predictor(image, proposals=boxes)
+    twice = 2 * deconv if aggregation == "sum" else deconv.clamp(min=0)  # accumulator starts at 0
+    once = deconv if aggregation == "sum" else deconv.clamp(min=0)
+    for (y, x), raw in (((12, 12), twice), ((4, 4), once), ((20, 4), torch.zeros(3))):
+        torch.testing.assert_close(probs["DeconvNet"][:, y, x], raw.softmax(0))
+        expected = ((raw.softmax(0) + fcn.softmax(0)) / 2 if ensemble == "mean"
+                    else (raw * fcn.clamp(min=0)).softmax(0))
+        torch.testing.assert_close(probs["EDeconvNet"][:, y, x], expected)
+        torch.testing.assert_close(probs["FCN-8s"][:, y, x], fcn.softmax(0))

@@ -84,6 +84,68 @@ def test_missing_or_resized_prediction_names_the_file(tmp_path):
     assert main(["score", "--pred", str(pred_dir), "--gt", str(gt_dir)]) == 2
 
 
+@pytest.mark.parametrize("values", [[21], [37, 254], [21, 200]])
+def test_ground_truth_outside_the_classes_is_an_error_naming_the_file_and_values(tmp_path, capsys, values):
+    pred_dir, gt_dir, pairs = _folders(tmp_path, count=3)
+    gt = pairs[1][1].copy()
+    gt[0, : len(values)] = values  # a few stray values, e.g. a mask of another dataset
+    write_index_png(gt_dir / "0001.png", gt)
+    wanted = ", ".join(str(v) for v in sorted(values))
+    with pytest.raises(DataError, match=rf"0001\.png.* \[{wanted}\] outside 0\.\.20 and 255"):
+        score_folders(pred_dir, gt_dir, tmp_path / "out")
+    assert not (tmp_path / "out" / "results.csv").exists()
+    assert main(["score", "--pred", str(pred_dir), "--gt", str(gt_dir)]) == 2
+    err = capsys.readouterr().err
+    (line,) = [text for text in err.splitlines() if "error" in text]  # besides the progress bar
+    assert line.startswith("deconvnet score: error: ") and "0001.png" in line and "Traceback" not in err
+
+
+def test_a_prediction_outside_the_classes_is_an_error(tmp_path):
+    pred_dir, gt_dir, pairs = _folders(tmp_path, count=2)
+    pred = pairs[0][0].copy()
+    pred[3, 4] = 255  # void is not a prediction
+    write_index_png(pred_dir / "0000.png", pred)
+    with pytest.raises(DataError, match=r"prediction .*0000\.png holds labels \[255\]"):
+        score_folders(pred_dir, gt_dir)
+
+
+def test_an_empty_ground_truth_folder_is_an_error(tmp_path, capsys):
+    pred_dir, _, _ = _folders(tmp_path, count=1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=rf"no ground-truth PNGs in {empty}"):
+        score_folders(pred_dir, empty)
+    with pytest.raises(DataError, match="--gt folder not found"):
+        score_folders(pred_dir, tmp_path / "nowhere")
+    assert main(["score", "--pred", str(pred_dir), "--gt", str(empty)]) == 2
+    assert not (pred_dir / "results.csv").exists()
+
+
+def test_score_cli_out_writes_there_and_not_into_the_predictions(tmp_path):
+    pred_dir, gt_dir, pairs = _folders(tmp_path, count=2)
+    out = tmp_path / "elsewhere" / "scores"
+    assert main(["score", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out)]) == 0
+    assert not (pred_dir / "results.csv").exists()
+    rows = read_results_csv(out / "results.csv")
+    assert list(rows) == ["score"]
+    np.testing.assert_allclose(rows["score"][:-1], _direct_iou(pairs), atol=0.05)
+
+
+def test_score_counts_every_cell_of_the_confusion_matrix(tmp_path):
+    """A hand-made pair whose IoU per class is known: no void, 3 classes present."""
+    gt = np.array([[0, 0, 1, 1], [2, 2, 2, 255]], np.uint8)
+    pred = np.array([[0, 1, 1, 1], [2, 2, 0, 7]], np.uint8)
+    (tmp_path / "gt").mkdir(), (tmp_path / "pred").mkdir()
+    write_index_png(tmp_path / "gt" / "a.png", gt)
+    write_index_png(tmp_path / "pred" / "a.png", pred)
+    row = score_folders(tmp_path / "pred", tmp_path / "gt")["score"]
+    # background: TP 1, FP 1 (a 2 called 0), FN 1 (a 0 called 1) -> 1/3; aeroplane 2/3;
+    # bicycle 2/3; the void pixel (predicted 7) counts nowhere; other classes absent (NaN)
+    np.testing.assert_allclose(row[:3], [100 / 3, 200 / 3, 200 / 3])
+    assert all(np.isnan(row[3:-1]))
+    assert row[-1] == pytest.approx((100 / 3 + 400 / 3) / 3)
+
+
 def test_submission_archive_has_the_server_layout(tmp_path):
     rng = np.random.default_rng(0)
     labels = {f"2008_00{i}": rng.integers(0, 21, (12, 15)).astype(np.uint8) for i in range(3)}
@@ -201,3 +263,18 @@ def test_score_limited_by_an_ids_file_or_a_split(tmp_path, capsys):
         score_folders(pred, gt, ids=["0001", "0002"])
     with pytest.raises(DataError, match=r"no ground truth .*0009\.png"):
         score_folders(pred, gt, ids=["0001", "0009"])
+def test_slugs_of_unusual_names_and_archives_elsewhere(tmp_path):
+    assert method_slug("My Net+CRF (v2)!") == "my_net_crf_v2"  # no leading/trailing/double _
+    assert method_slug("+FCN-8s+") == "fcn8s"
+    labels = np.array([[0, 300 % 256], [20, 255]], np.int64)  # any integer array: stored as uint8
+    png = write_prediction(tmp_path / "root", "DeconvNet", "img1", labels, competition="comp5")
+    assert png == tmp_path / "root" / "deconvnet" / "results/VOC2012/Segmentation/comp5_test_cls/img1.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(png)), labels.astype(np.uint8))
+    archive = make_archive(tmp_path / "root", "DeconvNet", competition="comp5",
+                           archive_dir=tmp_path / "out" / "deep")
+    assert archive == tmp_path / "out" / "deep" / "deconvnet.tar.gz"
+    with tarfile.open(archive) as tar:
+        assert [m.name for m in tar.getmembers() if m.isfile()] == [
+            "results/VOC2012/Segmentation/comp5_test_cls/img1.png"]
+    with pytest.raises(FileNotFoundError, match=r"no prediction PNGs in .*fcn8s.*nothing to archive"):
+        make_archive(tmp_path / "root", "FCN-8s")

@@ -210,16 +210,21 @@ def test_bfloat16_autocast_forward_backward():
 def test_training_steps_lower_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     net = DeconvNet(num_classes=4, input_size=64, width=1 / 8)
-    x = torch.randn(4, 3, 64, 64)
     labels = torch.zeros(4, 64, 64, dtype=torch.long)
     labels[:, 16:48, 16:48] = torch.tensor([1, 2, 3, 1]).view(4, 1, 1)
     labels[:, :2] = 255  # void rows are ignored
-    optimiser = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    losses = []
-    for _ in range(12):
+    x = torch.randn(4, 3, 64, 64) * 0.5
+    x += 2 * F.one_hot(labels.clamp(max=3), 4)[..., 1:].permute(0, 3, 1, 2).float()  # class c in channel c-1
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(16):
         optimiser.zero_grad()
-        loss = F.cross_entropy(net(x), labels, ignore_index=255)
-        loss.backward()
+        F.cross_entropy(net(x), labels, ignore_index=255).backward()
         optimiser.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.6 * losses[0], losses
+    with torch.no_grad():
+        after = F.cross_entropy(net(x), labels, ignore_index=255).item()
+    # the classifier bias alone reaches the class prior at best; the network must do clearly
+    # better, so it has learnt which pixels belong to which class (measured: 0.65 x the prior)
+    valid = labels[labels != 255]
+    freq = torch.bincount(valid, minlength=4).double() / valid.numel()
+    prior = float(-(freq[freq > 0] * freq[freq > 0].log()).sum())
+    assert after < 0.8 * prior, (after, prior)

@@ -108,13 +108,22 @@ def test_skip_scaling_and_crop_offsets():
         assert torch.allclose(net(x), expected)
 
 
+def class_prior_loss(labels: torch.Tensor, num_classes: int, ignore_index: int = 255) -> float:
+    """The lowest cross-entropy a network that ignores its input can reach on ``labels``:
+    predicting the class frequencies everywhere (their entropy). Trained biases get no lower."""
+    valid = labels[labels != ignore_index]
+    freq = torch.bincount(valid, minlength=num_classes).double() / valid.numel()
+    freq = freq[freq > 0]
+    return float(-(freq * freq.log()).sum())
+
+
 def test_training_steps_lower_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     net = FCN8s(num_classes=3, width=TINY_WIDTH)
-    labels = torch.zeros(1, 48, 48, dtype=torch.long)  # FCN-8s trains on one image per batch
-    labels[0, 4:28, 4:28] = 1
-    labels[0, 24:48, 30:48] = 2
-    x = torch.randn(1, 3, 48, 48) * 0.2
+    labels = torch.zeros(1, 64, 64, dtype=torch.long)  # FCN-8s trains on one image per batch
+    labels[0, :, :32] = 1
+    labels[0, 32:, 32:] = 2
+    x = torch.randn(1, 3, 64, 64) * 0.2
     x += 2 * F.one_hot(labels, 3).permute(0, 3, 1, 2).float()  # each class shows in its channel
 
     def eval_loss() -> float:  # without dropout, so that the comparison is deterministic
@@ -127,14 +136,15 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch():
     before = eval_loss()
     assert before == pytest.approx(torch.log(torch.tensor(3.0)).item())  # zero scores: uniform
     params = [p for p in net.parameters() if p.requires_grad]
-    optimiser = torch.optim.SGD(params, lr=0.05, momentum=0.9)
+    optimiser = torch.optim.Adam(params, lr=2e-3)  # SGD needs hundreds of steps from scratch
     frozen_before = net.upscore8.weight.clone()
-    for _ in range(12):
+    for _ in range(16):
         optimiser.zero_grad()
         F.cross_entropy(net(x), labels).backward()
         optimiser.step()
-    # 12 steps from a random VGG reach about the class-prior entropy (0.985): -10 %
-    assert eval_loss() < 0.93 * before
+    # well below what the score biases alone could reach (the class prior, 0.92 x before):
+    # the network has learnt where the classes are (measured: 0.26 x the prior)
+    assert eval_loss() < 0.6 * class_prior_loss(labels, 3)
     assert torch.equal(net.upscore8.weight, frozen_before)  # bilinear upsampling stays fixed
 
 

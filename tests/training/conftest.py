@@ -19,7 +19,7 @@ EXPERIMENTS = REPO / "experiments"
 
 
 @pytest.fixture(autouse=True)
-def _quiet_offline_wandb(offline_wandb: Path) -> None:
+def _quiet_offline_wandb(offline_wandb: Path) -> None:  # (also autouse for the whole suite)
     """Nothing reaches the network or the user's W&B folders; logging is offline."""
 
 

@@ -86,7 +86,8 @@ def score_folders(
         bad_gt = (gt >= num_classes) & (gt != IGNORE_INDEX)
         if bad_gt.any():
             raise DataError(f"ground truth {gt_path} holds labels {sorted(set(gt[bad_gt].tolist()))} "
-                            f"outside 0..{num_classes - 1} and {IGNORE_INDEX}")
+                            f"outside 0..{num_classes - 1} and {IGNORE_INDEX}: --gt must be a folder of "
+                            "class masks (VOC's SegmentationClass), not instance masks or colour images")
         bad_pred = pred >= num_classes
         if bad_pred.any():
             raise DataError(f"prediction {pred_path} holds labels {sorted(set(pred[bad_pred].tolist()))} "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,16 @@ def read_cache(path: Path, method: str, parameters: dict[str, Any],
             meta = json.loads(str(data["meta"]))
             cached_ids = data["ids"].tolist()
             offsets, boxes = data["offsets"], data["boxes"]
-    except (OSError, ValueError, KeyError) as err:
-        return None, f"unreadable cache ({err})"
-    if meta.get("format") != CACHE_FORMAT:
+    # a truncated or overwritten file fails inside zipfile/numpy with any of these
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        return None, f"unreadable cache ({type(err).__name__}: {err})"
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
         return None, "cache written by another version"
     if meta.get("method") != method or meta.get("parameters") != json.loads(json.dumps(parameters)):
         return None, "generator or parameters differ from the cache's record"
     if cached_ids != list(ids):
         return None, "the split's image list differs from the cache's"
+    if (boxes.ndim != 2 or boxes.shape[1] != 4 or offsets.shape != (len(cached_ids) + 1,)
+            or offsets[0] != 0 or offsets[-1] != len(boxes) or np.any(np.diff(offsets) < 0)):
+        return None, "inconsistent cache (offsets do not match the boxes)"
     return {image_id: boxes[offsets[k]:offsets[k + 1]] for k, image_id in enumerate(cached_ids)}, ""

@@ -193,7 +193,11 @@ class EdgeBoxes(ProposalGenerator):
 
 
 class SelectiveSearch(ProposalGenerator):
-    """OpenCV's selective search in fast mode; boxes come ranked, the score is -rank."""
+    """OpenCV's selective search in fast mode; boxes come ranked, the score is -rank.
+
+    OpenCV ranks regions by ``rand() * level``; the C ``rand()`` is seeded with
+    :data:`SELECTIVE_SEARCH_SEED` before every image, so an image's boxes and their order
+    do not depend on the images processed before it."""
 
     method = "selective_search"
 
@@ -208,17 +212,38 @@ class SelectiveSearch(ProposalGenerator):
         self.max_candidates = int(max_candidates)
 
     def parameters(self) -> dict[str, Any]:
-        return {"mode": "fast", "max_candidates": self.max_candidates}
+        return {"mode": "fast", "max_candidates": self.max_candidates, "rand_seed": SELECTIVE_SEARCH_SEED}
 
     def propose_image(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import cv2
 
+        # OpenCV ranks the regions by rand() x level with the C library's global rand():
+        # without a fixed seed the same image gets its boxes in another order after other
+        # images, so the top-k (and the cache) would depend on the order of processing.
+        _seed_c_rand(SELECTIVE_SEARCH_SEED)
         search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
         search.setBaseImage(np.ascontiguousarray(image[:, :, ::-1]))  # OpenCV wants BGR
         search.switchToSelectiveSearchFast()
         rects = search.process()[: self.max_candidates]
         boxes = _xywh_to_xyxy(rects)
         return boxes, -np.arange(len(boxes), dtype=np.float32)
+
+
+SELECTIVE_SEARCH_SEED = 0  # the C rand() seed set before every selective search
+
+
+def _seed_c_rand(seed: int) -> None:
+    """``srand(seed)`` of the C library OpenCV calls ``rand()`` from (this process's libc)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)  # the symbols already loaded: the libc cv2 links against
+        libc.srand(ctypes.c_uint(seed))
+    except (OSError, AttributeError, TypeError) as err:  # not a POSIX libc (e.g. Windows)
+        raise UserError(
+            f"selective search cannot seed the C library's rand() here ({err}), so its ranking "
+            "would depend on the order of images; use data.proposals.method=edgeboxes"
+        ) from None
 
 
 class FileBoxes(ProposalGenerator):

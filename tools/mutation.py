@@ -1,0 +1,133 @@
+"""Mutation testing of the modules that decide results (`make mutation`; not part of CI).
+
+    python tools/mutation.py [MODULE ...]        (default: every module below, in order)
+
+For each module, mutmut (3.x) runs in its own scratch copy of the repository under
+``build/mutation/<module>/``, mutating that one file and running only the tests named
+for it (mutmut further narrows them to the tests that reach the mutated function). The
+per-module counts go to ``build/mutation/summary.md`` and ``summary.json``; the surviving
+mutants of a module are listed with ``cd build/mutation/<module> && mutmut results`` and
+shown with ``mutmut show <name>``.
+
+A mutant is *killed* when a test fails on it (or it times out), *survived* when every
+test passes. Score = killed / (killed + survived + no tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "build" / "mutation"
+
+# module -> (file to mutate, the tests that exercise it); fastest first
+MODULES: dict[str, tuple[str, list[str]]] = {
+    "metrics": ("src/deconvnet/metrics.py", ["tests/test_metrics.py"]),
+    "score": ("src/deconvnet/inference/score.py", ["tests/inference/test_score_and_submission.py"]),
+    "submission": ("src/deconvnet/inference/submission.py", ["tests/inference/test_score_and_submission.py"]),
+    "cache": ("src/deconvnet/data/proposals/cache.py", ["tests/data/test_proposals.py"]),
+    "crf": ("src/deconvnet/inference/crf.py", ["tests/inference/test_crf.py"]),
+    "generators": ("src/deconvnet/data/proposals/generators.py", ["tests/data/test_proposals.py"]),
+    "optim": ("src/deconvnet/training/optim.py", ["tests/training/test_optim.py"]),
+    "download": ("src/deconvnet/data/download.py", ["tests/data/test_download.py"]),
+    "windows": ("src/deconvnet/data/windows.py", ["tests/data/test_windows.py"]),
+    "instance": ("src/deconvnet/inference/instance.py",
+                 ["tests/inference/test_instance.py", "tests/inference/test_predictor.py"]),
+    "predictor": ("src/deconvnet/inference/predictor.py",
+                  ["tests/inference/test_predictor.py", "tests/inference/test_eval_settings.py"]),
+    "ensemble": ("src/deconvnet/inference/ensemble.py",
+                 ["tests/inference/test_ensemble.py", "tests/inference/test_eval_settings.py"]),
+}
+# what the tests read besides src/ and tests/
+ALSO_COPY = ["configs", "experiments"]
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(item) for item in items) + "]"
+
+
+def prepare(name: str) -> Path:
+    """A scratch copy of the repository whose pyproject.toml configures mutmut for ``name``."""
+    target, tests = MODULES[name]
+    work = OUT / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache")
+    for folder in ["src", "tests", *ALSO_COPY]:
+        shutil.copytree(REPO / folder, work / folder, ignore=ignore)
+    config = (REPO / "pyproject.toml").read_text()
+    config += (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["src"]\n'
+        f"only_mutate = {_toml_list([target])}\n"
+        f"also_copy = {_toml_list([*ALSO_COPY, 'conftest.py'])}\n"
+        f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
+        # generous: on a busy machine a slow test must not count as a mutant killed by timeout
+        "timeout_multiplier = 50.0\n"
+        "timeout_constant = 60.0\n"
+    )
+    (work / "pyproject.toml").write_text(config)
+    # mutmut runs the tests inside work/mutants/; an editable install of this repository
+    # would otherwise put the unmutated src/ first on sys.path. A root conftest.py (loaded
+    # before tests/conftest.py and the test modules) puts the mutated copy first.
+    (work / "conftest.py").write_text(
+        '"""tools/mutation.py: import the mutated copy of src/."""\n'
+        "import pathlib\nimport sys\n\n"
+        "sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / 'src'))\n"
+    )
+    return work
+
+
+def run_module(name: str) -> dict:
+    work = prepare(name)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    mutmut = [sys.executable, "-m", "mutmut"]
+    start = time.monotonic()
+    subprocess.run([*mutmut, "run"], cwd=work, env=env, check=False)
+    subprocess.run([*mutmut, "export-cicd-stats"], cwd=work, env=env, check=True)
+    stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
+    survivors = subprocess.run([*mutmut, "results"], cwd=work, env=env, capture_output=True, text=True).stdout
+    stats["survivors"] = [line.split(":")[0].strip() for line in survivors.splitlines()
+                          if line.strip().endswith("survived")]
+    stats["minutes"] = round((time.monotonic() - start) / 60, 1)
+    killed = stats["killed"] + stats["timeout"]
+    tested = killed + stats["survived"] + stats["no_tests"]
+    stats["score"] = round(100 * killed / tested, 1) if tested else None
+    stats["file"] = MODULES[name][0]
+    return stats
+
+
+def write_summary(results: dict[str, dict]) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "summary.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = ["| module | killed | survived | no tests | total | score | minutes |", "|---|---|---|---|---|---|---|"]
+    for s in results.values():
+        lines.append(f"| {s['file']} | {s['killed'] + s['timeout']} | {s['survived']} | {s['no_tests']} | "
+                     f"{s['total']} | {s['score']}% | {s['minutes']} |")
+    (OUT / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", choices=[[], *MODULES], default=list(MODULES),
+                        metavar="MODULE", help=f"any of: {', '.join(MODULES)}")
+    args = parser.parse_args()
+    summary_path = OUT / "summary.json"
+    results = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    for name in args.modules or list(MODULES):
+        results[name] = run_module(name)
+        write_summary(results)  # after every module: a long run can be stopped at any point
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
