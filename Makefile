@@ -33,7 +33,7 @@ test-fast: $(STAMP)  ## run the tests, skipping the slow end-to-end ones
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)  ## ruff check
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools
 
 DATA ?= data
 data: $(STAMP)  ## download PASCAL VOC 2012, SBD and the Structured Edge model into DATA (default data/)

@@ -132,10 +132,10 @@ def test_schema_choices_are_the_codes_registries():
     from deconvnet.inference.instance import AGGREGATIONS
     from deconvnet.inference.predictor import ENSEMBLES
     from deconvnet.models.normalize import WEIGHT_STYLES
+    from deconvnet.runtime.wandb_setup import LOGGER_MODES
     from deconvnet.training.losses import LOSS_NORMALIZATIONS
     from deconvnet.training.optim import OPTIMIZERS, SCHEDULES
     from deconvnet.training.segmentation_module import MODULES
-    from deconvnet.training.wandb_logger import LOGGER_MODES
 
     def choices(section: str, key: str) -> set[str]:
         node = ExperimentConfig

@@ -23,8 +23,10 @@ from deconvnet.metrics import (
     write_results_markdown,
 )
 
-HEADER = ("method,background,aeroplane,bicycle,bird,boat,bottle,bus,car,cat,chair,cow,diningtable,"
-          "dog,horse,motorbike,person,pottedplant,sheep,sofa,train,tvmonitor,mean")
+HEADER = (
+    "method,background,aeroplane,bicycle,bird,boat,bottle,bus,car,cat,chair,cow,diningtable,"
+    "dog,horse,motorbike,person,pottedplant,sheep,sofa,train,tvmonitor,mean"
+)
 
 
 def test_confusion_ignores_void_and_iou_skips_absent_classes():
@@ -82,8 +84,9 @@ def test_results_markdown_explains_nan_and_compares_the_mean_over_the_same_class
     # (sum of the 21 DeconvNet values 1461.9 - cow 73.4 - sheep 77.4) / 19 = 69.0053
     ours.append(69.00526 - 1.0)
     lines = results_markdown({"DeconvNet": ours}).splitlines()
-    assert any(line.startswith("`nan`: the class occurs neither in the ground truth nor in the "
-                               "predictions") for line in lines)
+    assert any(
+        line.startswith("`nan`: the class occurs neither in the ground truth nor in the predictions") for line in lines
+    )
     assert "- DeconvNet: mean over the 19 classes present (absent: cow, sheep)." in lines
     i = next(k for k, line in enumerate(lines) if line.startswith("| DeconvNet | ours |"))
     assert lines[i].endswith("| 57.2 | nan | 51.9 | 74.2 | 58.8 | 68.0 | 19 of 21 classes |")
@@ -92,8 +95,10 @@ def test_results_markdown_explains_nan_and_compares_the_mean_over_the_same_class
     assert lines[i + 3].startswith("| | diff | -1.0 |")
     assert lines[i + 3].endswith("| -1.0 | nan | -1.0 | -1.0 | -1.0 | -1.0 | 19 of 21 classes |")
     header = next(line for line in lines if line.startswith("| method |"))
-    cells = [len(line.split("|")) for line in (header, *lines[i:i + 4])]
+    cells = [len(line.split("|")) for line in (header, *lines[i : i + 4])]
     assert len(set(cells)) == 1  # every row has the header's columns
+
+
 def test_confusion_matrix_against_a_pixel_loop():
     rng = torch.Generator().manual_seed(0)
     target = torch.randint(0, 5, (3, 7, 9), generator=rng)
@@ -145,8 +150,9 @@ def test_headers_for_other_class_counts():
 
 
 def test_results_csv_writes_nan_and_one_decimal_and_checks_row_length(tmp_path):
-    path = write_results_csv(tmp_path / "deep" / "r.csv", {"m": [1 / 3 * 100, float("nan"), 12.25, 50.0]},
-                             num_classes=3)
+    path = write_results_csv(
+        tmp_path / "deep" / "r.csv", {"m": [1 / 3 * 100, float("nan"), 12.25, 50.0]}, num_classes=3
+    )
     assert path.read_text() == "method,class0,class1,class2,mean\nm,33.3,nan,12.2,50.0\n"
     back = read_results_csv(path)
     assert back["m"][0] == 33.3 and math.isnan(back["m"][1])
@@ -165,12 +171,19 @@ def test_results_markdown_layout(tmp_path):
     lines = text.splitlines()
     assert lines[0] == "# demo on val" and lines[1] == ""
     assert lines[2].startswith("Paper: Noh et al., ICCV 2015, Table 1") and lines[3] == ""
-    assert lines[4] == "| method | | " + " | ".join(HEADER.split(",")[1:]) + " |"
-    assert lines[5] == "|---|---|" + "---:|" * 22
-    assert lines[6].startswith("| FCN-8s | ours | ") and lines[6].split(" | ")[3] == "nan"
-    diff = lines[8].split(" | ")
+    top = lines.index(next(line for line in lines if line.startswith("| method |")))
+    assert "`nan`" in "\n".join(lines[4:top])  # the nan is explained above the table
+    assert lines[top] == "| method | | " + " | ".join(HEADER.split(",")[1:]) + " | mean over |"
+    assert lines[top + 1] == "|---|---|" + "---:|" * 22 + "---|"
+    assert lines[top + 2].startswith("| FCN-8s | ours | ") and lines[top + 2].split(" | ")[3] == "nan"
+    # the paper's mean over the 20 classes we have (aeroplane absent), from the paper's own row
+    paper = list(paper_table()["FCN-8s"])
+    same = (sum(paper[:21]) - paper[1]) / 20
+    same_row = next(line for line in lines if line.startswith("| | paper, same classes |"))
+    assert f"| {same:.1f} |" in same_row
+    diff = next(line for line in lines if line.startswith("| | diff |")).split(" | ")
     assert diff[:5] == ["|", "diff", "+0.0", "nan", "+0.0"]
-    assert len(lines) == 9 and text.endswith("\n")
+    assert text.endswith("\n")
     assert results_markdown({"x": [1.0, 2.0]}, num_classes=1).splitlines()[0] == "# Per-class IoU (%)"
     # other class counts are not compared with the paper
     assert "| | paper |" not in results_markdown({"FCN-8s": [1.0, 2.0, 1.5]}, num_classes=2)
@@ -183,7 +196,11 @@ def test_edge_cases_of_counting():
     with pytest.raises(ValueError, match=r"labels \[3\] outside"):
         confusion_matrix(torch.tensor([0, 1]), torch.tensor([3, 1]), 3)
     # a negative prediction counts as class 0, not in the row before
-    assert confusion_matrix(torch.tensor([-1, 2]), torch.tensor([1, 1]), 3).tolist() == [[0, 0, 0], [1, 0, 1], [0, 0, 0]]
+    assert confusion_matrix(torch.tensor([-1, 2]), torch.tensor([1, 1]), 3).tolist() == [
+        [0, 0, 0],
+        [1, 0, 1],
+        [0, 0, 0],
+    ]
     one_pixel = torch.tensor([[1, 0], [0, 0]])
     assert per_class_iou(one_pixel)[0].item() == 1.0 and pixel_accuracy(one_pixel) == 1.0
 

@@ -29,6 +29,7 @@ launcher as a single step.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from omegaconf import DictConfig
 
 from deconvnet.config import load_config
 from deconvnet.errors import UserError
+
+log = logging.getLogger(__name__)
 
 TRAIN_STEPS = ("stage1", "stage2", "fcn8s")
 SERVER_TRAIN_STEPS = ("stage1_trainval", "stage2_trainval", "fcn8s_trainval")  # optional
@@ -83,7 +86,7 @@ def _check_data(cfg: DictConfig) -> None:
     from deconvnet.data.check import check_data
 
     for split, images in check_data(cfg).items():  # data.check=headers|full (--full)
-        print(f"[data] {split}: {images} images in {cfg.data.root} ({cfg.data.check} check)")
+        log.info(f"[data] {split}: {images} images in {cfg.data.root} ({cfg.data.check} check)")
 
 
 def _proposals(cfg: DictConfig) -> None:
@@ -165,9 +168,9 @@ def run_pipeline(exp_dir: str | Path, overrides: list[str] | None = None,
             continue
         cfg = load_config(step.config, wired[step.name] + list(overrides or []))
         if step.done(cfg):
-            print(f"[{step.name}] complete, skipped ({cfg.output_dir})")
+            log.info(f"[{step.name}] complete, skipped ({cfg.output_dir})")
             continue
-        print(f"[{step.name}] {step.config} -> {cfg.output_dir}")
+        log.info(f"[{step.name}] {step.config} -> {cfg.output_dir}")
         start = time.perf_counter()
         step.run(cfg)
-        print(f"[{step.name}] done in {time.perf_counter() - start:.0f} s")
+        log.info(f"[{step.name}] done in {time.perf_counter() - start:.0f} s")

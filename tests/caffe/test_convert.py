@@ -18,10 +18,20 @@ except ImportError:
     from deconvnet.training.checkpoints import load_network
 
 WIDTH = 0.0625  # 4, 8, 16, 32, 32 channels; fc 256
-ENCODER = (("1_1", 4), ("1_2", 4)), (("2_1", 8), ("2_2", 8)), (("3_1", 16), ("3_2", 16), ("3_3", 16)), \
-    (("4_1", 32), ("4_2", 32), ("4_3", 32)), (("5_1", 32), ("5_2", 32), ("5_3", 32))
-DECODER = (("5_1", 32), ("5_2", 32), ("5_3", 32)), (("4_1", 32), ("4_2", 32), ("4_3", 16)), \
-    (("3_1", 16), ("3_2", 16), ("3_3", 8)), (("2_1", 8), ("2_2", 4)), (("1_1", 4), ("1_2", 4))
+ENCODER = (
+    (("1_1", 4), ("1_2", 4)),
+    (("2_1", 8), ("2_2", 8)),
+    (("3_1", 16), ("3_2", 16), ("3_3", 16)),
+    (("4_1", 32), ("4_2", 32), ("4_3", 32)),
+    (("5_1", 32), ("5_2", 32), ("5_3", 32)),
+)
+DECODER = (
+    (("5_1", 32), ("5_2", 32), ("5_3", 32)),
+    (("4_1", 32), ("4_2", 32), ("4_3", 16)),
+    (("3_1", 16), ("3_2", 16), ("3_3", 8)),
+    (("2_1", 8), ("2_2", 4)),
+    (("1_1", 4), ("1_2", 4)),
+)
 FC = 256
 CLASSES = 21
 
@@ -44,29 +54,37 @@ def deconvnet_blobs(seed: int = 0, input_size: int = 32) -> dict[str, list[np.nd
     channels = 3
     for stage in ENCODER:
         for suffix, out in stage:
-            blobs[f"conv{suffix}"] = [_weight(rng, out, channels, 3, 3), rng.uniform(-.1, .1, (1, 1, 1, out)).astype(np.float32)]
+            blobs[f"conv{suffix}"] = [
+                _weight(rng, out, channels, 3, 3),
+                rng.uniform(-0.1, 0.1, (1, 1, 1, out)).astype(np.float32),
+            ]
             blobs[f"bn{suffix}"] = _bn(rng, out)
             channels = out
     k = input_size // 32
-    blobs["fc6"] = [_weight(rng, FC, channels, k, k), np.zeros((1, 1, 1, FC), np.float32) + .01]
+    blobs["fc6"] = [_weight(rng, FC, channels, k, k), np.zeros((1, 1, 1, FC), np.float32) + 0.01]
     blobs["bnfc6"] = _bn(rng, FC)
     blobs["fc7"] = [_weight(rng, FC, FC, 1, 1), np.zeros((1, 1, 1, FC), np.float32)]
     blobs["bnfc7"] = _bn(rng, FC)
-    blobs["fc6-deconv"] = [_weight(rng, FC, 32, k, k), np.full((1, 1, 1, 32), .02, np.float32)]  # in, out, k, k
+    blobs["fc6-deconv"] = [_weight(rng, FC, 32, k, k), np.full((1, 1, 1, 32), 0.02, np.float32)]  # in, out, k, k
     blobs["fc6-deconv-bn"] = _bn(rng, 32)
     channels = 32
     for stage in DECODER:
         for suffix, out in stage:
-            blobs[f"deconv{suffix}"] = [_weight(rng, channels, out, 3, 3), rng.uniform(-.1, .1, (1, 1, 1, out)).astype(np.float32)]
+            blobs[f"deconv{suffix}"] = [
+                _weight(rng, channels, out, 3, 3),
+                rng.uniform(-0.1, 0.1, (1, 1, 1, out)).astype(np.float32),
+            ]
             blobs[f"debn{suffix}"] = _bn(rng, out)
             channels = out
-    blobs["seg-score-voc"] = [_weight(rng, CLASSES, channels, 1, 1), rng.uniform(-.1, .1, (1, 1, 1, CLASSES)).astype(np.float32)]
+    blobs["seg-score-voc"] = [
+        _weight(rng, CLASSES, channels, 1, 1),
+        rng.uniform(-0.1, 0.1, (1, 1, 1, CLASSES)).astype(np.float32),
+    ]
     return blobs
 
 
 def write_deconvnet(writer, path, blobs, current: bool = False):
-    kinds = {name: ("BN" if "bn" in name else "Deconvolution" if "deconv" in name else "Convolution")
-             for name in blobs}
+    kinds = {name: ("BN" if "bn" in name else "Deconvolution" if "deconv" in name else "Convolution") for name in blobs}
     layer = writer.current_layer if current else writer.v1_layer
     items = []
     for name, arrays in blobs.items():
@@ -121,8 +139,9 @@ def test_converted_deconvnet_reproduces_the_blobs_forward(tmp_path, caffe_writer
 
 def test_inference_bn_is_exactly_scale_times_x_plus_shift(tmp_path, caffe_writer):
     blobs = deconvnet_blobs()
-    out = convert_caffemodel(write_deconvnet(caffe_writer, tmp_path / "m.caffemodel", blobs),
-                             "deconvnet", tmp_path / "m.ckpt")
+    out = convert_caffemodel(
+        write_deconvnet(caffe_writer, tmp_path / "m.caffemodel", blobs), "deconvnet", tmp_path / "m.ckpt"
+    )
     bn = load_network(out).encoder[0].bn1_1
     scale, shift = (torch.from_numpy(a).view(1, -1, 1, 1) for a in blobs["bn1_1"])
     x = torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(2)) * 30
@@ -132,8 +151,9 @@ def test_inference_bn_is_exactly_scale_times_x_plus_shift(tmp_path, caffe_writer
 
 def test_learn_mode_bn_keeps_gamma_beta_and_neutral_statistics(tmp_path, caffe_writer):
     blobs = deconvnet_blobs()
-    out = convert_caffemodel(write_deconvnet(caffe_writer, tmp_path / "m.caffemodel", blobs),
-                             "deconvnet", tmp_path / "m.ckpt", bn="learn")
+    out = convert_caffemodel(
+        write_deconvnet(caffe_writer, tmp_path / "m.caffemodel", blobs), "deconvnet", tmp_path / "m.ckpt", bn="learn"
+    )
     checkpoint = torch.load(out, weights_only=True)
     state = checkpoint["state_dict"]
     assert checkpoint["converted_from"]["bn"] == "learn"
@@ -154,24 +174,41 @@ def fcn_blobs(seed: int = 0, score_bias: bool = True) -> dict[str, list[np.ndarr
     channels = 3
     for stage in ENCODER:
         for suffix, out in stage:
-            blobs[f"conv{suffix}"] = [_weight(rng, out, channels, 3, 3), rng.uniform(-.1, .1, (1, 1, 1, out)).astype(np.float32)]
+            blobs[f"conv{suffix}"] = [
+                _weight(rng, out, channels, 3, 3),
+                rng.uniform(-0.1, 0.1, (1, 1, 1, out)).astype(np.float32),
+            ]
             channels = out
-    blobs["fc6"] = [_weight(rng, FC, channels * 49).reshape(1, 1, FC, channels * 49), np.full((1, 1, 1, FC), .01, np.float32)]
+    blobs["fc6"] = [
+        _weight(rng, FC, channels * 49).reshape(1, 1, FC, channels * 49),
+        np.full((1, 1, 1, FC), 0.01, np.float32),
+    ]
     blobs["fc7"] = [_weight(rng, FC, FC).reshape(1, 1, FC, FC), np.zeros((1, 1, 1, FC), np.float32)]
-    blobs["score-fr"] = [_weight(rng, CLASSES, FC, 1, 1), rng.uniform(-.5, .5, (1, 1, 1, CLASSES)).astype(np.float32)]
+    blobs["score-fr"] = [_weight(rng, CLASSES, FC, 1, 1), rng.uniform(-0.5, 0.5, (1, 1, 1, CLASSES)).astype(np.float32)]
     blobs["score2"] = [_weight(rng, CLASSES, CLASSES, 4, 4)]
     if score_bias:
         blobs["score2"].append(rng.uniform(-1, 1, (1, 1, 1, CLASSES)).astype(np.float32))
-    blobs["score-pool4"] = [_weight(rng, CLASSES, 32, 1, 1), rng.uniform(-.5, .5, (1, 1, 1, CLASSES)).astype(np.float32)]
+    blobs["score-pool4"] = [
+        _weight(rng, CLASSES, 32, 1, 1),
+        rng.uniform(-0.5, 0.5, (1, 1, 1, CLASSES)).astype(np.float32),
+    ]
     blobs["score4"] = [_weight(rng, CLASSES, CLASSES, 4, 4)]
-    blobs["score-pool3"] = [_weight(rng, CLASSES, 16, 1, 1), rng.uniform(-.5, .5, (1, 1, 1, CLASSES)).astype(np.float32)]
+    blobs["score-pool3"] = [
+        _weight(rng, CLASSES, 16, 1, 1),
+        rng.uniform(-0.5, 0.5, (1, 1, 1, CLASSES)).astype(np.float32),
+    ]
     blobs["upsample"] = [_weight(rng, CLASSES, 1, 16, 16)]
     return blobs
 
 
 def write_fcn(writer, path, blobs):
-    kinds = {"fc6": "InnerProduct", "fc7": "InnerProduct", "score2": "Deconvolution",
-             "score4": "Deconvolution", "upsample": "Deconvolution"}
+    kinds = {
+        "fc6": "InnerProduct",
+        "fc7": "InnerProduct",
+        "score2": "Deconvolution",
+        "score4": "Deconvolution",
+        "upsample": "Deconvolution",
+    }
     return writer.write(path, [writer.v1_layer(n, kinds.get(n, "Convolution"), a) for n, a in blobs.items()])
 
 
@@ -193,18 +230,19 @@ def reference_fcn(blobs, x):
     bias2 = t["score2"][1].reshape(-1) if len(t["score2"]) > 1 else None
     up2 = F.conv_transpose2d(score, t["score2"][0], bias2, stride=2)
     p4 = F.conv2d(pools[3], t["score-pool4"][0], t["score-pool4"][1].reshape(-1))
-    fused = up2 + p4[:, :, 5:5 + up2.shape[2], 5:5 + up2.shape[3]]
+    fused = up2 + p4[:, :, 5 : 5 + up2.shape[2], 5 : 5 + up2.shape[3]]
     up4 = F.conv_transpose2d(fused, t["score4"][0], stride=2)
     p3 = F.conv2d(pools[2], t["score-pool3"][0], t["score-pool3"][1].reshape(-1))
-    final = up4 + p3[:, :, 9:9 + up4.shape[2], 9:9 + up4.shape[3]]
+    final = up4 + p3[:, :, 9 : 9 + up4.shape[2], 9 : 9 + up4.shape[3]]
     big = F.conv_transpose2d(final, t["upsample"][0], stride=8, groups=CLASSES)
-    return big[:, :, 31:31 + x.shape[2], 31:31 + x.shape[3]]
+    return big[:, :, 31 : 31 + x.shape[2], 31 : 31 + x.shape[3]]
 
 
 def test_converted_staged_fcn8s_reproduces_the_blobs_forward(tmp_path, caffe_writer):
     blobs = fcn_blobs()
-    out = convert_caffemodel(write_fcn(caffe_writer, tmp_path / "fcn-8s-pascal.caffemodel", blobs),
-                             "fcn8s", tmp_path / "fcn8s.ckpt")
+    out = convert_caffemodel(
+        write_fcn(caffe_writer, tmp_path / "fcn-8s-pascal.caffemodel", blobs), "fcn8s", tmp_path / "fcn8s.ckpt"
+    )
     net = load_network(out, expect="fcn8s")
     assert net.model_config["fcn_skip_scaling"] is False
     x = torch.randn(2, 3, 37, 45, generator=torch.Generator().manual_seed(3)) * 50
@@ -277,9 +315,13 @@ def test_truncated_and_foreign_files_give_one_clear_line(tmp_path, caffe_writer)
 
 def test_double_data_and_shape_blobs_are_read(tmp_path, caffe_writer):
     array = np.arange(6, dtype=np.float64).reshape(2, 3) / 7
-    path = caffe_writer.write(tmp_path / "d.caffemodel", [
-        caffe_writer.v1_layer("fc8", "InnerProduct", [array], legacy=False, double=True),
-        caffe_writer.v1_layer("fc9", "InnerProduct", [array.astype(np.float32)], legacy=True)])
+    path = caffe_writer.write(
+        tmp_path / "d.caffemodel",
+        [
+            caffe_writer.v1_layer("fc8", "InnerProduct", [array], legacy=False, double=True),
+            caffe_writer.v1_layer("fc9", "InnerProduct", [array.astype(np.float32)], legacy=True),
+        ],
+    )
     layers = read_caffemodel(path).by_name()
     assert layers["fc8"].blobs[0].shape == (2, 3) and layers["fc8"].blobs[0].dtype == np.float32
     np.testing.assert_allclose(layers["fc8"].blobs[0], array, rtol=1e-6)

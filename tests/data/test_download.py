@@ -45,7 +45,7 @@ def test_official_table():
     assert ARCHIVES["sbd"].urls[0].endswith("/benchmark.tgz")
 
 
-def test_download_extract_and_skip_when_done(served, capsys):
+def test_download_extract_and_skip_when_done(served, caplog):
     root = served["root"]
     target = download("voc2012", root, archives={"voc2012": served["spec"]})
     assert target == root / "VOCdevkit" / "VOC2012"
@@ -56,8 +56,9 @@ def test_download_extract_and_skip_when_done(served, capsys):
     assert not (root / "README.txt").exists()  # only the dataset folder is moved into place
 
     served["archive"].unlink()  # a second run must not even look at the source
+    caplog.set_level("INFO", logger="deconvnet")
     assert download("voc2012", root, archives={"voc2012": served["spec"]}) == target
-    assert "nothing to do" in capsys.readouterr().out
+    assert "nothing to do" in caplog.text
 
 
 def test_checksum_mismatch_deletes_the_download(served):
@@ -121,7 +122,7 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         header = self.headers.get("Range")
         type(self).ranges.append(header)
         type(self).requests.append((self.path, header))
-        if self.path != "/fake_voc.tar":
+        if self.path not in ("/fake_voc.tar", "/model.yml.gz"):  # any other path: a broken mirror
             self.send_error(500, "mirror broken")
             return
         start = int(header.split("=")[1].rstrip("-")) if header and self.honour_range else 0
@@ -218,7 +219,7 @@ def test_an_already_verified_archive_is_not_downloaded_again(served, http_server
 
 def test_http_download_resumes_a_partial_file(served):
     payload = served["archive"].read_bytes()
-    _RangeHandler.payload, _RangeHandler.ranges = payload, []
+    _RangeHandler.payload, _RangeHandler.ranges, _RangeHandler.honour_range = payload, [], True
     server = http.server.HTTPServer(("127.0.0.1", 0), _RangeHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -265,7 +266,7 @@ def _edge_spec(url: str) -> Archive:
     return Archive(urls=(url,), md5=None, filename=real.filename, extracted=None, verify=real.verify)
 
 
-def test_edge_model_download_over_file_url_is_verified_and_atomic(tmp_path, write_edge_model, capsys):
+def test_edge_model_download_over_file_url_is_verified_and_atomic(tmp_path, write_edge_model, caplog):
     source = write_edge_model(tmp_path / "served" / "model.yml.gz")
     root = tmp_path / "data" / "models"
     spec = _edge_spec(source.as_uri())
@@ -273,8 +274,9 @@ def test_edge_model_download_over_file_url_is_verified_and_atomic(tmp_path, writ
     assert target == root / "model.yml.gz" and target.read_bytes() == source.read_bytes()
     assert sorted(p.name for p in root.iterdir()) == ["model.yml.gz"]  # no .part, no hidden copy
     source.unlink()  # a second run only checks the file it has
+    caplog.set_level("INFO", logger="deconvnet")
     assert download("edge-model", root, archives={"edge-model": spec}) == target
-    assert "nothing to do" in capsys.readouterr().out
+    assert "nothing to do" in caplog.text
 
 
 def test_edge_model_that_does_not_load_is_deleted(tmp_path):
@@ -293,7 +295,7 @@ def test_edge_model_that_does_not_load_is_deleted(tmp_path):
 
 def test_edge_model_http_download_resumes(tmp_path, write_edge_model):
     payload = write_edge_model(tmp_path / "served" / "model.yml.gz").read_bytes()
-    _RangeHandler.payload, _RangeHandler.ranges = payload, []
+    _RangeHandler.payload, _RangeHandler.ranges, _RangeHandler.honour_range = payload, [], True
     server = http.server.HTTPServer(("127.0.0.1", 0), _RangeHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

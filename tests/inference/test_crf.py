@@ -142,7 +142,9 @@ def test_presets_and_custom_values():
 def test_a_number_the_preset_would_ignore_is_an_error():
     with pytest.raises(ConfigError, match="crf.bilateral_sxy=50.*crf.preset=custom"):
         crf_params(load_config(overrides=["crf.bilateral_sxy=50"]).crf)
-    with pytest.raises(ConfigError, match="crf.preset=fancy is not one of the allowed values: official, deeplab, custom"):
+    with pytest.raises(
+        ConfigError, match="crf.preset=fancy is not one of the allowed values: official, deeplab, custom"
+    ):
         crf_params(load_config(overrides=["crf.preset=fancy"]).crf)
 
 

@@ -6,7 +6,8 @@ zero and only the last bias set: their scores are the same vector at every pixel
 window, whatever the input. So the DeconvNet score map of an image is that vector times the
 number of windows covering the pixel (sum aggregation) or the vector itself wherever a
 window lies (max); which windows exist follows from the proposals we write, eval.num_proposals
-and eval.window_square, computed here with plain geometry. The score maps come back through
+and data.square_windows (with data.context_scale 1.2), computed here with plain geometry.
+The score maps come back through
 the probability cache (eval.save_probabilities) and the label PNGs (eval.write_predictions).
 """
 
@@ -95,7 +96,7 @@ def setup(synthetic_voc, tmp_path_factory):
 def _run(setup, synthetic_voc, name: str, *overrides: str) -> Path:
     out = setup["folder"] / name
     cfg = load_config(DEMO_EVAL, [
-        f"data.root={synthetic_voc}", "eval.split=val", f"output_dir={out}",
+        f"data.root={synthetic_voc}", "data.synthetic=null", "eval.split=val", f"output_dir={out}",
         f"eval.deconvnet_checkpoint={setup['deconvnet']}", f"eval.fcn_checkpoint={setup['fcn8s']}",
         "data.proposals.method=file", f"data.proposals.file={setup['folder'] / 'boxes.json'}",
         f"data.proposals.cache_dir={out}/proposals", "data.proposals.min_size=1",
@@ -107,15 +108,20 @@ def _run(setup, synthetic_voc, name: str, *overrides: str) -> Path:
     return out
 
 
-def _coverage(boxes, height: int, width: int, square: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(windows covering each pixel centre, pixels at least 2 px from every window edge)."""
+def _coverage(boxes, height: int, width: int, square: bool,
+              context: float = 1.2) -> tuple[np.ndarray, np.ndarray]:
+    """(windows covering each pixel centre, pixels at least 2 px from every window edge); a
+    window is the box enlarged ``context`` times about its centre, then (``square``) the
+    square that holds it: the paper's rule, data.context_scale and data.square_windows."""
     ys, xs = np.mgrid[0:height, 0:width] + 0.5
     count = np.zeros((height, width), int)
     clear = np.ones((height, width), bool)
     for x1, y1, x2, y2 in boxes:
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        half_w, half_h = context * (x2 - x1) / 2, context * (y2 - y1) / 2
         if square:
-            cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) / 2
-            x1, y1, x2, y2 = cx - half, cy - half, cx + half, cy + half
+            half_w = half_h = max(half_w, half_h)
+        x1, y1, x2, y2 = cx - half_w, cy - half_h, cx + half_w, cy + half_h
         count += (xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2)
         near_x = (np.abs(xs - x1) < 2) | (np.abs(xs - x2) < 2)
         near_y = (np.abs(ys - y1) < 2) | (np.abs(ys - y2) < 2)
@@ -135,7 +141,7 @@ def test_deconvnet_scores_follow_aggregation_proposals_and_window_shape(setup, s
                                                                          aggregation, num_proposals, square):
     out = _run(setup, synthetic_voc, f"{aggregation}-{num_proposals}-{square}",
                f"eval.aggregation={aggregation}", f"eval.num_proposals={num_proposals}",
-               f"eval.window_square={str(square).lower()}")
+               f"data.square_windows={str(square).lower()}")
     vector = _score_vector(DECONV_SCORES).numpy()
     reader = setup["reader"]
     for i, image_id in enumerate(reader.ids):

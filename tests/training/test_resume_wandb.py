@@ -18,8 +18,14 @@ pytestmark = pytest.mark.slow
 
 
 def test_interrupted_run_resumes_where_it_stopped(tiny, tmp_path, wandb_flushed):
-    overrides = tiny("resumed", schedule__max_steps=4, logger__mode="offline",
-                     optim__name="sgd", optim__momentum=0.9, optim__lr=0.001)
+    overrides = tiny(
+        "resumed",
+        schedule__max_steps=4,
+        logger__mode="offline",
+        optim__name="sgd",
+        optim__momentum=0.9,
+        optim__lr=0.001,
+    )
     recipe = EXPERIMENTS / "demo/stage1.yaml"
 
     def crash(trainer, pl_module):
@@ -42,7 +48,7 @@ def test_interrupted_run_resumes_where_it_stopped(tiny, tmp_path, wandb_flushed)
     assert saved.keys() == restored.keys() and len(saved) > 0
     for index, state in saved.items():
         assert torch.equal(state["momentum_buffer"], restored[index]["momentum_buffer"])
-    saved_net = {k[len("net."):]: v for k, v in last["state_dict"].items()}
+    saved_net = {k[len("net.") :]: v for k, v in last["state_dict"].items()}
     assert all(torch.equal(capture.start["net"][k], v) for k, v in saved_net.items())
 
     wandb_flushed()  # the run files are complete only once the W&B service has finished them
@@ -60,7 +66,11 @@ def test_interrupted_run_resumes_where_it_stopped(tiny, tmp_path, wandb_flushed)
     assert run["config"]["git_revision"]
     history = run["history"]
     train_steps = [h["trainer/global_step"] for h in history if "train/loss" in h]
-    assert train_steps and min(train_steps) >= 2 and all(h["train/lr"] == pytest.approx(0.001) for h in history if "train/lr" in h)
+    assert (
+        train_steps
+        and min(train_steps) >= 2
+        and all(h["train/lr"] == pytest.approx(0.001) for h in history if "train/lr" in h)
+    )
     validations = [h for h in history if "val/miou" in h]
     assert len(validations) == 1  # at step 4
     assert 0 <= validations[0]["val/pixel_accuracy"] <= 1

@@ -20,6 +20,7 @@ checksum) and only then renamed to ``<root>/<file>``; a second run checks it and
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tarfile
@@ -34,6 +35,8 @@ from tqdm import tqdm
 
 from deconvnet.errors import DataError, UserError
 from deconvnet.runtime.atomic import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 
@@ -104,7 +107,7 @@ def download(name: str, root: str | Path, archives: Mapping[str, Archive] | None
     target = root / spec.extracted
     marker = root / f".{name}.complete"
     if marker.is_file() and target.is_dir():
-        print(f"{name}: already in {target}; nothing to do")
+        log.info(f"{name}: already in {target}; nothing to do")
         return target
     if target.exists():
         raise DataError(
@@ -119,7 +122,7 @@ def download(name: str, root: str | Path, archives: Mapping[str, Archive] | None
     _write_atomic(marker, f"{spec.filename} md5 {spec.md5}\n")
     if not keep_archive:
         archive.unlink()
-    print(f"{name}: ready in {target}")
+    log.info(f"{name}: ready in {target}")
     return target
 
 
@@ -160,7 +163,7 @@ def _download_file(name: str, spec: Archive, root: Path) -> Path:
             except DataError as err:
                 raise DataError(f"{err}. It was not replaced: delete it and run "
                                 f"`deconvnet download {name}` again.") from None
-        print(f"{name}: already in {target}; nothing to do")
+        log.info(f"{name}: already in {target}; nothing to do")
         return target
     root.mkdir(parents=True, exist_ok=True)
     # the hidden name keeps the suffix: OpenCV reads .gz files by their name
@@ -173,7 +176,7 @@ def _download_file(name: str, spec: Archive, root: Path) -> Path:
         staged.unlink(missing_ok=True)
         raise DataError(f"{err}; the download was deleted. Run the command again to download it afresh.") from None
     os.replace(staged, target)
-    print(f"{name}: ready in {target}")
+    log.info(f"{name}: ready in {target}")
     return target
 
 
@@ -335,9 +338,9 @@ def download_official(name: str, root: str | Path, files: Mapping[str, ReleaseFi
         raise UserError(f"unknown release piece '{unknown[0]}'; choose one of {', '.join([*groups, *files])}")
     root = Path(root)
     todo = [n for n in names if not (root / f".{n}.complete").is_file()]
-    print(f"{name}: {len(names)} piece(s) into {root}, {len(names) - len(todo)} already there")
+    log.info(f"{name}: {len(names)} piece(s) into {root}, {len(names) - len(todo)} already there")
     for n in todo:
-        print(f"  {n:24s} {files[n].size:45s} {files[n].what}")
+        log.info(f"  {n:24s} {files[n].size:45s} {files[n].what}")
     return [_fetch_release_piece(n, files[n], root) for n in names]
 
 
@@ -369,7 +372,7 @@ def _fetch_release_piece(name: str, spec: ReleaseFile, root: Path) -> Path:
         _extract_all(target, folder)
         target.unlink()
     _write_atomic(marker, f"{spec.filename} sha256 {digest}\n")
-    print(f"{name}: ready in {folder if spec.archive else target} (sha256 {digest[:16]}...)")
+    log.info(f"{name}: ready in {folder if spec.archive else target} (sha256 {digest[:16]}...)")
     return folder if spec.archive else target
 
 

@@ -76,5 +76,6 @@ def describe_difference(recorded: dict, current: dict) -> str:
         return ""
     if recorded.get("root") != current.get("root"):
         return "the dataset (its split lists or image files) differs"
-    changed = [s for s in current.get("splits", {}) if recorded.get("splits", {}).get(s) not in (None, current["splits"][s])]
+    before = recorded.get("splits", {})
+    changed = [s for s in current.get("splits", {}) if before.get(s) not in (None, current["splits"][s])]
     return f"the images of split(s) {', '.join(changed)} differ" if changed else ""

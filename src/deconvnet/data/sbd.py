@@ -66,7 +66,8 @@ def _load_struct(path: Path, name: str):
     except Exception as err:  # scipy raises ValueError/TypeError/MatReadError on bad files
         raise DataError(f"corrupt SBD annotation {path}: {err}. Replace it.") from None
     if name not in mat:
-        raise DataError(f"SBD annotation {path} has no '{name}' struct (found {sorted(k for k in mat if not k.startswith('__'))})")
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise DataError(f"SBD annotation {path} has no '{name}' struct (found {found})")
     return mat[name]
 
 

@@ -258,7 +258,8 @@ class StoreReader:
         self._image_paths = [source.image_path(i) for i in range(len(source))]
         self.paths = paths
         with np.load(paths.index) as index:
-            if list(index["ids"]) != self.ids or not np.array_equal(index["sizes"], np.array(self.sizes).reshape(-1, 2)):
+            sizes = np.array(self.sizes).reshape(-1, 2)
+            if list(index["ids"]) != self.ids or not np.array_equal(index["sizes"], sizes):
                 raise DataError(f"decoded store {paths.index} does not match split '{self.split}'; "
                                 f"delete {paths.cache_dir} to rebuild it")
             self._image_offsets = index["image_offsets"]

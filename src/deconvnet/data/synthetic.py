@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import colorsys
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -38,6 +39,8 @@ from deconvnet.data.imageio import write_index_png, write_jpeg
 from deconvnet.data.voc import VOC_SUBDIR, tight_box
 from deconvnet.errors import DataError, UserError
 from deconvnet.runtime.lock import FolderLock
+
+log = logging.getLogger(__name__)
 
 MARKER = "synthetic.json"  # generator arguments, written inside VOC2012
 FORMAT_VERSION = 1  # bump when the drawing changes, so an old tree is not taken for a new one
@@ -355,7 +358,7 @@ def _existing(target: Path, arguments: dict) -> Path:
     except (OSError, ValueError):
         previous = None
     if previous == arguments:
-        print(f"synthetic set already in {target} (same arguments); nothing to do")
+        log.info(f"synthetic set already in {target} (same arguments); nothing to do")
         return target
     what = "a synthetic set made with other arguments" if previous else "a dataset that is not this generator's"
     raise DataError(

@@ -96,7 +96,8 @@ class VOCSegmentationIndex:
         if not self.voc_dir.is_dir():
             hint = ""
             if (self.root / "JPEGImages").is_dir():  # a common slip: pointing at VOC2012 itself
-                hint = f"{self.root} looks like the VOC2012 folder itself; give its grandparent {self.root.parent.parent} as the root. "
+                hint = (f"{self.root} looks like the VOC2012 folder itself; give its grandparent "
+                        f"{self.root.parent.parent} as the root. ")
             raise DataError(f"VOC 2012 not found: expected the folder {self.voc_dir}. " + hint + _how_to_get(self.root))
         self.ids, sbd_ids = self._read_split()
         self.index_of = {image_id: i for i, image_id in enumerate(self.ids)}

@@ -16,6 +16,7 @@ atomically) and the W&B logging:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from deconvnet.metrics import (
     write_results_markdown,
 )
 from deconvnet.runtime.atomic import save_atomic
+
+log = logging.getLogger(__name__)
 
 
 def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray], compressed: bool = False) -> Path:
@@ -133,7 +136,7 @@ class EvalOutputs:
             for folder in sorted(p for p in self.predictions_dir.iterdir() if p.is_dir()):
                 method = folder.name
                 archive = submission.make_archive(self.predictions_dir, method, archive_dir=self.output_dir)
-                print(f"server archive: {archive}")
+                log.info(f"server archive: {archive}")
         if confusions:
             rows = {m: iou_percent(c) for m, c in confusions.items()}
             out = self.output_dir
@@ -141,8 +144,8 @@ class EvalOutputs:
             write_results_csv(out / "results.csv", rows, self.num_classes)
             write_results_markdown(out / "results.md", rows, self.num_classes, self.title)
             self._chart(rows)
-            print(format_table(rows, self.num_classes))
-            print(self._where(logger))
+            log.info(format_table(rows, self.num_classes))
+            log.info(self._where(logger))
         if logger is not None:
             self._log(rows, logger)
         return rows

@@ -44,6 +44,7 @@ FREE_KEYS = (
     "trainer.num_nodes", "trainer.strategy", "trainer.log_every_n_steps",
     "trainer.limit_val_batches", "data.num_workers", "data.proposals.workers",
     "data.proposals.cache_dir", "crf.workers", "eval.proposal_batch_size",
+    "data.cache_dir", "data.store", "data.check", "data.official_root",
 )
 # Sections a kind of run does not read, and keys it may change (training: more steps).
 UNUSED = {"train": ("eval", "crf", "schedule.max_steps"), "eval": ("optim", "schedule"),

@@ -152,9 +152,13 @@ def _accept_checkpoint(cfg: DictConfig, path: Path, record: dict) -> int:
 def is_trained(cfg: DictConfig) -> bool:
     """Whether ``cfg.output_dir`` holds this training run, complete (the pipeline's question)."""
     folder = RunFolder(cfg.output_dir, "train")
-    record = _run_record(cfg)
-    return (checkpoint_dir(cfg.output_dir) / FINAL).is_file() and folder.is_complete(
-        cfg, data=record, step=int(cfg.schedule.max_steps))
+    if not (checkpoint_dir(cfg.output_dir) / FINAL).is_file() or folder.completion() is None:
+        return False
+    try:
+        record = _run_record(cfg)
+    except (OSError, UserError):  # the data cannot be read: not done (training will say why)
+        return False
+    return folder.is_complete(cfg, data=record, step=int(cfg.schedule.max_steps))
 
 
 def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
@@ -165,8 +169,10 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
     validate_training_config(cfg)
     check_hardware(cfg.trainer)
     explicit = _explicit_resume(cfg)
-    record = _run_record(cfg)  # reads the split lists: data errors before any folder is made
+    if explicit is not None:
+        check_resumable(explicit, cfg.model)  # another network: one line, before anything else
     ensure_writable(cfg.output_dir, "output_dir")  # before any work: read-only, full, /proc/...
+    record = _run_record(cfg)  # reads the split lists: data errors before any record is written
     folder = RunFolder(cfg.output_dir, "train")
     if not is_launcher_rank_zero():  # torchrun/SLURM ranks > 0: rank 0 owns the folder
         return _train(cfg, folder, record, explicit, callbacks)

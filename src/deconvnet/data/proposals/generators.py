@@ -261,7 +261,9 @@ class FileBoxes(ProposalGenerator):
 
     def __init__(self, path: str | None) -> None:
         if not path:
-            raise UserError("data.proposals.method=file needs data.proposals.file: the path of a .npz or .json of boxes")
+            raise UserError(
+                "data.proposals.method=file needs data.proposals.file: the path of a .npz or .json of boxes"
+            )
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"data.proposals.file: proposal file not found: {self.path}")

@@ -120,7 +120,7 @@ def precompute_from_config(cfg) -> dict[str, Path]:
     for split in proposal_splits(cfg):
         proposals, path = ensure_proposals(cfg, split)
         counts = np.array([len(b) for b in proposals.values()])
-        print(f"proposals {split}: {len(counts)} images, {counts.mean() if len(counts) else 0:.1f} boxes "
+        log.info(f"proposals {split}: {len(counts)} images, {counts.mean() if len(counts) else 0:.1f} boxes "
               f"per image, {int((counts == 0).sum())} without any -> {path}")
         written[split] = path
     return written
