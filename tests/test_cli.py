@@ -82,3 +82,23 @@ def test_lightning_tips_and_the_leafspec_warning_are_silenced(pipeline_calls):
         assert _lightning_lines("GPU available: False") == ["GPU available: False"]  # the rest
         LeafSpec()
         assert len(caught) == 1
+
+
+def test_package_messages_are_printed_once_even_after_a_bare_root_warning(capsys):
+    """A library's logging.warning() on the root logger installs a default root handler
+    (logging.basicConfig) when the root has none; ours would then print twice."""
+    import logging
+
+    from deconvnet.runtime.log_setup import setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers.clear()
+    try:
+        setup_logging()
+        logging.warning("a library's bare root warning")
+        logging.getLogger("deconvnet.some.module").info("stage 1 done")
+        printed = capsys.readouterr()
+        assert (printed.out + printed.err).count("stage 1 done") == 1
+    finally:
+        root.handlers[:] = saved

@@ -40,6 +40,11 @@ def setup_logging(level: int = logging.INFO) -> logging.Logger:
     WARNING on stdout, WARNING and above on stderr. Idempotent."""
     logger = logging.getLogger(PACKAGE_LOGGER)
     logger.setLevel(level)
+    root = logging.getLogger()
+    if not root.handlers:
+        # a library's bare logging.warning() would otherwise install a root handler
+        # (logging.basicConfig) that prints every record of ours a second time
+        root.addHandler(logging.NullHandler())
     if not any(isinstance(h, _CurrentStream) for h in logger.handlers):
         info = _CurrentStream("stdout")
         info.addFilter(lambda record: record.levelno < logging.WARNING)
