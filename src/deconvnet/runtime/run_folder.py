@@ -146,8 +146,9 @@ class RunFolder:
         differ = differing_keys(stored, cfg, self.kind)
         if differ:
             shown = "; ".join(differ[:6]) + ("; ..." if len(differ) > 6 else "")
+            article = "an" if self.kind[0] in "aeiou" else "a"
             raise ConfigError(
-                f"{self.path} holds a {self.kind} run made with another config ({shown}). Use another "
+                f"{self.path} holds {article} {self.kind} run made with another config ({shown}). Use another "
                 "output_dir, set the same values, or pass resume=never to start afresh in this folder"
             )
 
