@@ -129,10 +129,12 @@ def checkpoint_step(path: str | Path) -> int:
     return int(read_checkpoint(path).get("global_step", 0))
 
 
-def checkpoint_record(path: str | Path) -> dict[str, Any]:
+def checkpoint_record(path: str | Path, checkpoint: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The run records stored in a checkpoint (``{"data": fingerprint, ...}``; empty for
-    checkpoints written before they existed or by other tools)."""
-    record = read_checkpoint(path).get(RECORD_KEY, {})
+    checkpoints written before they existed or by other tools). ``checkpoint``: the file's
+    contents when already read."""
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
+    record = checkpoint.get(RECORD_KEY, {})
     return dict(record) if isinstance(record, Mapping) else {}
 
 
@@ -140,12 +142,14 @@ def checkpoint_record(path: str | Path) -> dict[str, Any]:
 ARCHITECTURE_KEYS = ("name", "num_classes", "width", "input_size", "fcn_batch_norm")
 
 
-def check_resumable(path: str | Path, model: Mapping[str, Any]) -> None:
+def check_resumable(path: str | Path, model: Mapping[str, Any],
+                    checkpoint: Mapping[str, Any] | None = None) -> None:
     """Refuse to resume from a checkpoint of another network (name, classes, width, input
     size, FCN-8s BatchNorm) than ``model`` (cfg.model) describes: WeightsError saying which
-    keys differ and how to start afresh, instead of Lightning's size-mismatch traceback."""
+    keys differ and how to start afresh, instead of Lightning's size-mismatch traceback.
+    ``checkpoint``: the file's contents when already read."""
     path = Path(path)
-    saved = checkpoint_model_config(read_checkpoint(path), path)
+    saved = checkpoint_model_config(read_checkpoint(path) if checkpoint is None else checkpoint, path)
     differ = [f"model.{key}={model.get(key)} (checkpoint: {saved.get(key)})"
               for key in ARCHITECTURE_KEYS
               if key in saved and str(saved.get(key)) != str(model.get(key))]

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from omegaconf import DictConfig
 
-from deconvnet.config import ConfigError, git_revision, to_dict
+from deconvnet.config import git_revision, to_dict
 from deconvnet.runtime.atomic import write_text_atomic
 from deconvnet.runtime.trainer_args import is_launcher_rank_zero
 
@@ -51,9 +51,7 @@ def wandb_logged_in() -> bool:
 
 
 def resolve_mode(mode: str) -> str:
-    """``logger.mode`` -> online | offline | disabled."""
-    if mode not in LOGGER_MODES:
-        raise ConfigError(f"logger.mode='{mode}' is unknown; valid: {', '.join(LOGGER_MODES)}")
+    """``logger.mode`` (one of LOGGER_MODES: the schema checks it) -> online | offline | disabled."""
     if mode != "auto":
         return mode
     env = os.environ.get("WANDB_MODE", "").lower()

@@ -138,9 +138,9 @@ def _run_record(cfg: DictConfig) -> dict:
 def _accept_checkpoint(cfg: DictConfig, path: Path, record: dict) -> int:
     """Check that the checkpoint to resume from holds this network, trained on this data;
     returns its step. Raises before anything is written."""
-    check_resumable(path, cfg.model)
-    checkpoint = read_checkpoint(path)
-    stored = checkpoint_record(path)
+    checkpoint = read_checkpoint(path)  # read once for the three checks
+    check_resumable(path, cfg.model, checkpoint)
+    stored = checkpoint_record(path, checkpoint)
     for what, words in (("data", "other data (its dataset or split images differ)"),
                         ("inputs", f"another model.init_from file ({cfg.model.init_from} has changed)")):
         if stored.get(what) is not None and stored[what] != record[what]:
