@@ -100,10 +100,12 @@ class FolderLock:
     def _busy_message(self, owner: dict) -> str:
         where = owner.get("host")
         pid = owner.get("pid")
+        what = str(owner.get("what", "run"))
+        user = f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
         if where != socket.gethostname():
-            return (f"{self.folder} is in use by a {owner.get('what', 'run')} on host {where} "
+            return (f"{self.folder} is in use by {user} on host {where} "
                     f"(pid {pid}); wait for it to end, or delete {self.path} if that run is gone")
-        return (f"{self.folder} is in use by a {owner.get('what', 'run')} running as pid {pid}; "
+        return (f"{self.folder} is in use by {user} running as pid {pid}; "
                 "wait for it to end or choose another folder")
 
     def release(self) -> None:
