@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import errno
 import os
-import traceback
 from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from deconvnet.cli import main
-from deconvnet.errors import DataError, from_other_process
+from deconvnet.config import load_config
+from deconvnet.data.loader import UserErrorDataLoader
+from deconvnet.errors import DataError, ErrorRecord, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_STAGE1 = str(REPO / "experiments/demo/stage1.yaml")
 BAD_MASK = "class mask /data/x.png holds values [37] outside the classes 0..20 and 255 (void)"
-
-
-def raised_trace(err: Exception) -> str:
-    """The traceback text of ``err`` raised and caught, as a ddp_spawn rank writes it."""
-    try:
-        raise err
-    except Exception:
-        return traceback.format_exc()
 
 
 def one_error_line(capsys, command: str) -> str:
@@ -36,44 +29,86 @@ def one_error_line(capsys, command: str) -> str:
     return lines[0]
 
 
-class _BadData(Dataset):
+class _BadSample(Dataset):
+    """Four samples {"x": [i]}; those in ``bad`` (default: sample 2) are a bad mask."""
+
+    def __init__(self, bad: tuple[int, ...] = (2,)) -> None:
+        self.bad = bad
+
     def __len__(self) -> int:
         return 4
 
-    def __getitem__(self, i: int):
-        raise DataError(BAD_MASK)
+    def __getitem__(self, i: int) -> dict:
+        if i in self.bad:
+            raise DataError(BAD_MASK)
+        return {"x": torch.tensor([i])}
 
 
-def test_a_data_error_in_a_dataloader_worker_keeps_its_own_message():
-    loader = DataLoader(_BadData(), batch_size=2, num_workers=1)
+def test_a_data_error_in_a_dataloader_worker_comes_back_as_itself():
+    batches = iter(UserErrorDataLoader(_BadSample(), batch_size=2, num_workers=1))
+    assert next(batches)["x"].tolist() == [[0], [1]]
     with pytest.raises(DataError) as caught:
-        next(iter(loader))
-    assert str(caught.value) == BAD_MASK  # torch wrapped it in the worker's traceback text
-    assert "worker process 0" in caught.value.where
+        next(batches)
+    assert str(caught.value) == BAD_MASK  # its own message, not torch's traceback text
+    assert caught.value.where == "DataLoader worker 0, sample 2"
 
 
-def test_a_user_error_of_a_ddp_spawn_rank_is_recovered_from_its_traceback_text():
-    from torch.multiprocessing.spawn import ProcessRaisedException
-
-    rank_trace = raised_trace(DataError(BAD_MASK))
-    spawned = ProcessRaisedException(f"\n\n-- Process 2 terminated with the following error:\n{rank_trace}", 2, 1234)
-    recovered = from_other_process(spawned)
-    assert isinstance(recovered, DataError) and str(recovered) == BAD_MASK
-    other = raised_trace(RuntimeError("CUDA error: out of memory"))
-    assert from_other_process(ProcessRaisedException(other, 0, 1)) is None  # a real crash stays one
+def test_without_workers_the_error_is_raised_where_it_happens():
+    with pytest.raises(DataError) as caught:
+        list(UserErrorDataLoader(_BadSample(), batch_size=4, num_workers=0))
+    assert str(caught.value) == BAD_MASK and caught.value.where == ""
 
 
-def test_cli_prints_a_spawned_ranks_data_error_as_one_line(monkeypatch, capsys):
-    from torch.multiprocessing.spawn import ProcessRaisedException
+class _Broken(Dataset):
+    def __len__(self) -> int:
+        return 2
 
-    rank_trace = raised_trace(DataError(BAD_MASK))
+    def __getitem__(self, i: int) -> dict:
+        raise KeyError("a bug, not bad input")
 
-    def spawned_ranks_fail(cfg, *args, **kwargs):
-        raise ProcessRaisedException(f"\n\n-- Process 1 terminated with the following error:\n{rank_trace}", 1, 9)
 
-    monkeypatch.setattr("deconvnet.training.run.train", spawned_ranks_fail)
+def test_a_bug_in_a_worker_keeps_torchs_traceback():
+    with pytest.raises(KeyError, match="Caught KeyError in DataLoader worker process 0"):
+        next(iter(UserErrorDataLoader(_Broken(), batch_size=2, num_workers=1)))
+
+
+def test_the_datamodules_loaders_carry_a_workers_error():
+    from deconvnet.data.datamodules import WholeImageDataModule
+    from deconvnet.training.exact_resume import ExactResume
+
+    cfg = load_config(None, ["data.batch_size=2", "data.num_workers=1"])
+    for resumable in (False, True):  # the DataModule's loader, and training's resumable one
+        data = WholeImageDataModule(cfg)
+        data.train_set = _BadSample(bad=(0, 1, 2, 3))  # shuffled: every sample is bad
+        if resumable:
+            ExactResume(crop_size=8).install(data)
+        with pytest.raises(DataError, match=r"^class mask /data/x\.png holds values \[37\]"):
+            for _ in data.train_dataloader():
+                pass
+
+
+def test_cli_prints_a_dataloader_workers_data_error_as_one_line(monkeypatch, capsys):
+    def train_reads_a_bad_sample(cfg, *args, **kwargs):
+        for _ in UserErrorDataLoader(_BadSample(), batch_size=1, num_workers=1):
+            pass
+
+    monkeypatch.setattr("deconvnet.training.run.train", train_reads_a_bad_sample)
     assert main(["train", DEMO_STAGE1]) == 2
-    assert one_error_line(capsys, "train").endswith(BAD_MASK)
+    assert one_error_line(capsys, "train") == f"deconvnet train: error: {BAD_MASK}"
+
+
+def test_an_error_record_rebuilds_the_same_class_and_nothing_else():
+    from deconvnet.config import ConfigError
+    from deconvnet.training.callbacks import NonFiniteLossError
+
+    for error in (DataError(BAD_MASK), ConfigError("optim.lr=-1"), NonFiniteLossError("nan at step 3")):
+        record = ErrorRecord.from_json(ErrorRecord.of(error, "process 1").to_json())
+        again = record.error()
+        assert type(again) is type(error) and str(again) == str(error) and again.where == "process 1"
+    # a class that is not a UserError, or not importable here, comes back as a plain UserError
+    for kind in ("builtins.SystemExit", "os.system", "nowhere.Missing"):
+        again = ErrorRecord(kind, "a message", "").error()
+        assert type(again) is UserError and str(again) == "a message"
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,9 @@
 Heavy imports (torch, lightning) happen inside each command so `--help` is instant.
 
 Errors the user can fix (deconvnet.errors.UserError, also when another process raised it:
-a DataLoader worker, a ddp_spawn rank) and file-system errors on output folders (full,
-read-only, forbidden) are printed as one line, `deconvnet <cmd>: error: <message>`, with
-exit status 2 and no traceback.
+a DataLoader worker or a ddp_spawn rank sends it back as itself, see errors.py) and
+file-system errors on output folders (full, read-only, forbidden) are printed as one line,
+`deconvnet <cmd>: error: <message>`, with exit status 2 and no traceback.
 """
 
 from __future__ import annotations
@@ -281,12 +281,19 @@ def _drop_lightning_noise(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(_LIGHTNING_NOISE)
 
 
+def _drop_sibling_termination(record: logging.LogRecord) -> bool:
+    """torch's warning that it stops the other ddp_spawn processes once one has failed: the
+    failure itself is what the user reads (one line for a UserError, a traceback otherwise)."""
+    return not str(record.msg).startswith("Terminating process")
+
+
 def _silence_third_party_noise() -> None:
     """Targeted filters for third-party output that is not about the run.
 
     Lightning logs its tips through its rank-zero logger (no setting turns them off), and
     Lightning 2.6's own ``_pytree`` uses torch's deprecated ``LeafSpec``, which torch reports
-    as a FutureWarning on every fit. Filters work in this process (and in workers that
+    as a FutureWarning on every fit; torch announces each ddp_spawn process it stops after
+    another failed. Filters work in this process (and in workers that
     re-run the command, as torchrun's and Lightning's DDP launchers do).
     """
     import warnings
@@ -295,6 +302,9 @@ def _silence_third_party_noise() -> None:
         logger = logging.getLogger(name)
         if _drop_lightning_noise not in logger.filters:
             logger.addFilter(_drop_lightning_noise)
+    spawn_logger = logging.getLogger("torch.multiprocessing.spawn")
+    if _drop_sibling_termination not in spawn_logger.filters:
+        spawn_logger.addFilter(_drop_sibling_termination)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
 def _error(command: str, message: object) -> int:
@@ -303,7 +313,7 @@ def _error(command: str, message: object) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deconvnet.errors import UserError, from_other_process
+    from deconvnet.errors import UserError
     from deconvnet.runtime.log_setup import setup_logging
 
     args = _parse(argv)
@@ -322,11 +332,6 @@ def main(argv: list[str] | None = None) -> int:
         from deconvnet.runtime.folders import describe_os_error
 
         return _error(args.command, describe_os_error(err))
-    except Exception as err:
-        original = from_other_process(err)  # a ddp_spawn rank's UserError, as text
-        if original is None:
-            raise
-        return _error(args.command, original)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from deconvnet.data.datasets import (
     WholeImageDataset,
     pad_collate,
 )
+from deconvnet.data.loader import UserErrorDataLoader
 from deconvnet.data.official import data_source, official_datasets
 from deconvnet.data.samplers import EvalDistributedSampler, distributed_context
 from deconvnet.data.windows import window_params
@@ -136,7 +137,7 @@ class _DeconvNetData(L.LightningDataModule):
         if not train:
             world, rank = self._world()
             sampler = EvalDistributedSampler(dataset, num_replicas=world, rank=rank)
-        return DataLoader(
+        return UserErrorDataLoader(  # a worker's UserError reaches the caller as itself
             dataset, batch_size=batch_size, shuffle=train if sampler is None else False,
             sampler=sampler, drop_last=train, num_workers=workers,
             persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),

@@ -7,13 +7,16 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def hardware_kwargs(trainer_cfg: DictConfig) -> dict:
-    """accelerator, devices, num_nodes, strategy, precision, deterministic from ``cfg.trainer``."""
+    """accelerator, devices, num_nodes, strategy, precision, deterministic from ``cfg.trainer``
+    (a strategy that starts its own processes as :func:`trainer_strategy` makes it)."""
+    from deconvnet.runtime.spawn_errors import trainer_strategy  # imports Lightning
+
     devices = trainer_cfg.devices
     return {
         "accelerator": str(trainer_cfg.accelerator),
         "devices": list(devices) if OmegaConf.is_list(devices) else devices,
         "num_nodes": int(trainer_cfg.num_nodes),
-        "strategy": str(trainer_cfg.strategy),
+        "strategy": trainer_strategy(str(trainer_cfg.strategy)),  # ddp_spawn: UserErrors come back
         "precision": str(trainer_cfg.precision),
         "deterministic": bool(trainer_cfg.deterministic),
     }

@@ -13,11 +13,9 @@ checkpoint is written (``checkpoints.FinalCheckpoint`` comes after it in the cal
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -25,34 +23,10 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from torch import nn
 
 from deconvnet.errors import UserError
-from deconvnet.runtime.atomic import write_text_atomic
 
 
 class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def stop_with(error: UserError, report_path: str | Path | None) -> NoReturn:
-    """Raise ``error``, first leaving its message in ``report_path`` (global rank 0): a
-    ``ddp_spawn`` worker's exception reaches the parent only as text, so the parent reads
-    the report instead (:func:`reported_failure`)."""
-    if report_path is not None and pl.utilities.rank_zero_only.rank == 0:
-        write_text_atomic(report_path, json.dumps({"type": type(error).__name__, "message": str(error)}))
-    raise error
-
-
-def reported_failure(report_path: str | Path) -> UserError | None:
-    """In the process that launched training: the error a worker left with :func:`stop_with`
-    (the report is consumed), or None."""
-    path = Path(report_path)
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    finally:
-        path.unlink(missing_ok=True)
-    kind = NonFiniteLossError if report.get("type") == NonFiniteLossError.__name__ else UserError
-    return kind(str(report.get("message")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,9 +127,8 @@ class NonFiniteLossGuard(Callback):
     """Stop before a NaN/inf loss is back-propagated, so the weights (and every checkpoint
     written from them) stay finite. Under DDP all processes stop together."""
 
-    def __init__(self, checkpoint_hint: str = "", report_path: str | Path | None = None) -> None:
+    def __init__(self, checkpoint_hint: str = "") -> None:
         self.checkpoint_hint = checkpoint_hint
-        self.report_path = report_path
 
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
@@ -165,12 +138,12 @@ class NonFiniteLossGuard(Callback):
             bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:
             value = loss.detach().float().cpu().item() if loss.numel() == 1 else "non-finite"
-            stop_with(NonFiniteLossError(
+            raise NonFiniteLossError(
                 f"training stopped: the loss became non-finite ({value}) at optimiser step "
                 f"{trainer.global_step} (batch {trainer.fit_loop.total_batch_idx}). The weights "
                 f"were not updated with it. {self.checkpoint_hint}Lower optim.lr (or use "
                 "optim.loss_normalization=valid) and resume with resume=auto."
-            ), self.report_path)
+            )
 
 
 def weights_are_finite(module: nn.Module) -> bool:

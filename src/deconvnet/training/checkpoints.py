@@ -81,22 +81,21 @@ class LastCheckpoint(Callback):
     """Writes ``checkpoints/last.ckpt`` after every validation and when training ends,
     refusing to overwrite it with non-finite weights."""
 
-    def __init__(self, dirpath: str | Path, report_path: str | Path | None = None) -> None:
+    def __init__(self, dirpath: str | Path) -> None:
         self.path = Path(dirpath) / LAST
-        self.report_path = report_path
         self._saved_step = -1
 
     def _save(self, trainer: Any, pl_module: Any) -> None:
-        from deconvnet.training.callbacks import NonFiniteLossError, stop_with, weights_are_finite
+        from deconvnet.training.callbacks import NonFiniteLossError, weights_are_finite
 
         if trainer.sanity_checking or trainer.global_step == self._saved_step:
             return
         if not weights_are_finite(pl_module):
-            stop_with(NonFiniteLossError(
+            raise NonFiniteLossError(
                 f"training stopped: the weights became non-finite by optimiser step "
                 f"{trainer.global_step}; {self.path} keeps the last good state. Lower optim.lr "
                 "and resume with resume=auto."
-            ), self.report_path)
+            )
         trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_step = trainer.global_step
 

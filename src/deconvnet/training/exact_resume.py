@@ -32,6 +32,8 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from deconvnet.data.loader import UserErrorDataLoader
+
 
 class ResumableRandomSampler(Sampler[int]):
     """``RandomSampler``'s order (a seed drawn from torch's generator at each epoch's start)
@@ -92,7 +94,7 @@ def _from_batch(order: list[int], start: int, batch_size: int,
         yield order[position]
 
 
-class ResumableDataLoader(DataLoader):
+class ResumableDataLoader(UserErrorDataLoader):
     """A DataLoader Lightning counts as resumable (it has ``state_dict``): its position is
     kept by :class:`ExactResume` with the random generators, so there is nothing more here."""
 

@@ -55,7 +55,6 @@ from deconvnet.training.callbacks import (
     NonFiniteLossGuard,
     PreciseBatchNorm,
     ProgressBar,
-    reported_failure,
 )
 from deconvnet.training.checkpoints import (
     CHECKPOINT_DIR,
@@ -74,8 +73,6 @@ from deconvnet.training.segmentation_module import MODULES
 log = logging.getLogger(__name__)
 
 __all__ = ["train", "validate_training_config", "world_size", "hardware_kwargs"]
-
-FAILURE_REPORT = ".failure.json"  # written by a worker process that stops the run with a UserError
 
 
 def validate_training_config(cfg: DictConfig) -> None:
@@ -203,7 +200,6 @@ def _train(cfg: DictConfig, folder: RunFolder, record: dict, explicit: Path | No
     # accepted: from here on the folder's records are this run's
     if owner:
         folder.mark_incomplete()
-        folder.remove(FAILURE_REPORT)
         if fresh:
             folder.remove(CHECKPOINT_DIR)
         folder.write_config(cfg)
@@ -223,16 +219,15 @@ def _train(cfg: DictConfig, folder: RunFolder, record: dict, explicit: Path | No
     world = world_size(cfg.trainer)
     _, accumulate = batch_plan(int(cfg.data.batch_size), world, cfg.data.per_device_batch_size)
     steps = cfg.schedule
-    report = folder.path / FAILURE_REPORT
     hint = f"The last good checkpoint is {ckpt_dir / LAST}. "
     exact = ExactResume(crop_size=int(cfg.data.crop_size))
     exact.install(datamodule)  # the training loader's position and RNGs go into last.ckpt
     builtin: list[Callback] = [
         exact,
-        NonFiniteLossGuard(checkpoint_hint=hint, report_path=report),
+        NonFiniteLossGuard(checkpoint_hint=hint),
         ImagesPerSecond(every_n_steps=int(cfg.trainer.log_every_n_steps)),
         ProgressBar(),
-        LastCheckpoint(ckpt_dir, report_path=report),
+        LastCheckpoint(ckpt_dir),
     ]
     if cfg.task == "deconvnet":
         builtin.append(PreciseBatchNorm(int(steps.precise_bn_batches)))
@@ -271,11 +266,6 @@ def _train(cfg: DictConfig, folder: RunFolder, record: dict, explicit: Path | No
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
         failed = False
-    except Exception as err:
-        reported = reported_failure(report)  # a worker process's clear error, if it left one
-        if reported is not None and not isinstance(err, UserError):
-            raise reported from None
-        raise
     finally:
         finish_run(logger, failed=failed)
     if owner:  # fit ends at max_steps (max_epochs=-1); a ddp_spawn parent's trainer keeps no step
