@@ -12,6 +12,11 @@ without ground truth. For every image and method (see ``eval.*`` and ``crf.*``):
 output_dir: a prediction never writes into an evaluation's (or a training's) folder. The
 folder is locked while predicting and gets its own ``config.yaml`` once the checkpoints are
 accepted; a folder made with another config is refused (``resume=never`` replaces it).
+
+W&B (``logger.mode``, as train and eval; a run of job type ``predict`` under
+``<folder>/wandb``): the config with a ``predict`` section (``folder``, ``num_images``), the
+metric ``predict/images``, the table ``predict/classes`` (for each image, the classes each
+method found) and the first ``logger.log_images`` overlays as ``predict/overlays``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from deconvnet.config import ConfigError
+from deconvnet.data.classes import class_names
 from deconvnet.data.imageio import read_rgb, write_index_png
 from deconvnet.errors import UserError
 from deconvnet.inference.crf import crf_params
@@ -35,6 +41,7 @@ from deconvnet.inference.predictor import build_predictor
 from deconvnet.inference.submission import method_slug
 from deconvnet.metrics import METHODS
 from deconvnet.runtime.run_folder import COMPLETION_FILE, RunFolder
+from deconvnet.runtime.wandb_setup import build_logger, finish_run
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +94,33 @@ def predict(cfg: DictConfig, images: Sequence[str | Path], out: str | Path | Non
         predictor = build_predictor(cfg).to(device).eval()  # accepts the checkpoints
         folder.remove_leftovers()
         folder.write_config(cfg)
-        written = _predict(cfg, predictor, paths, target, device)
+        logger = build_logger(cfg, target, job_type="predict",
+                              extra_config={"predict": {"folder": str(target), "num_images": len(paths)}})
+        failed = True
+        try:
+            written, found = _predict(cfg, predictor, paths, target, device)
+            if logger is not None:
+                _log(logger, target, found, int(cfg.logger.log_images))
+            failed = False
+        finally:
+            finish_run(logger, failed=failed)
     log.info("labels and overlays of %d images written to %s", len(written), target)
     return written
 
 
-def _predict(cfg: DictConfig, predictor, paths: list[Path], folder: Path,
-             device: torch.device) -> dict[str, dict[str, Path]]:
+def _predict(cfg: DictConfig, predictor, paths: list[Path], folder: Path, device: torch.device,
+             ) -> tuple[dict[str, dict[str, Path]], dict[str, dict[str, list[str]]]]:
+    """({image stem: {method: label PNG}}, {image stem: {method: names of the classes found}})."""
     crf = crf_params(cfg.crf) if cfg.crf.enabled else None
+    names = class_names(int(cfg.model.num_classes))
     written: dict[str, dict[str, Path]] = {}
+    found: dict[str, dict[str, list[str]]] = {}
+
+    def keep(finished) -> None:
+        for (stem, rgb), done in finished:
+            written[stem] = _write(folder, stem, rgb, done)
+            found[stem] = {method: [names[c] for c in np.unique(lab)] for method, lab in done.items()}
+
     with CRFStage(crf, int(cfg.crf.workers)) as stage:
         for path in tqdm(paths, desc="predict", unit="img"):
             image = read_rgb(path)
@@ -108,11 +133,9 @@ def _predict(cfg: DictConfig, predictor, paths: list[Path], folder: Path,
             probs = predictor(tensor, proposals)
             labels = {m: p.argmax(0).to(torch.uint8).cpu().numpy() for m, p in probs.items()}
             to_refine = {m: p.cpu().numpy() for m, p in probs.items() if m in CRF_INPUTS}
-            for (stem, rgb), done in stage.add((path.stem, image), image, labels, to_refine):
-                written[stem] = _write(folder, stem, rgb, done)
-        for (stem, rgb), done in stage.finish():
-            written[stem] = _write(folder, stem, rgb, done)
-    return written
+            keep(stage.add((path.stem, image), image, labels, to_refine))
+        keep(stage.finish())
+    return written, found
 
 
 def _write(folder: Path, stem: str, image: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, Path]:
@@ -127,3 +150,15 @@ def _write(folder: Path, stem: str, image: np.ndarray, labels: dict[str, np.ndar
         files[method] = write_index_png(target, lab)
     save_rgb_png(folder / "overlays" / f"{stem}.png", overlay_panel(image, None, ordered, title=stem))
     return files
+
+
+def _log(logger, folder: Path, found: dict[str, dict[str, list[str]]], overlays: int) -> None:
+    """What a prediction made, to W&B: the number of images, for each image the classes each
+    method found (a table), and the first ``overlays`` overlay panels."""
+    methods = [m for m in METHODS if any(m in per_image for per_image in found.values())]
+    logger.log_metrics({"predict/images": len(found)})
+    rows = [[stem, *(", ".join(per_image.get(m, [])) for m in methods)] for stem, per_image in found.items()]
+    logger.log_table(key="predict/classes", columns=["image", *methods], data=rows)
+    panels = [folder / "overlays" / f"{stem}.png" for stem in list(found)[:overlays]]
+    if panels:
+        logger.log_image(key="predict/overlays", images=[str(p) for p in panels], caption=[p.stem for p in panels])
