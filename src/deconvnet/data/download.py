@@ -273,41 +273,42 @@ class ReleaseFile:
         return self.url.rsplit("/", 1)[-1]
 
 
+def _release_model(folder: str, name: str, size: str, what: str) -> ReleaseFile:
+    """The release's ``model/<folder>/<name>.caffemodel``, kept in ``model/<folder>``."""
+    return ReleaseFile(f"{RELEASE}/model/{folder}/{name}.caffemodel", f"model/{folder}", size, what)
+
+
+def _release_archive(name: str, folder: str, what: str) -> ReleaseFile:
+    """The release's ``data/<name>.tar.gz`` (no size published), unpacked into ``folder``."""
+    return ReleaseFile(f"{RELEASE}/data/{name}.tar.gz", folder, "not published", what, archive=True)
+
+
 OFFICIAL: dict[str, ReleaseFile] = {
-    "official-model": ReleaseFile(
-        f"{RELEASE}/model/DeconvNet/DeconvNet_trainval_inference.caffemodel", "model/DeconvNet",
-        "about 1.0 GB (251.8 M float32 weights)", "the trained DeconvNet, BN folded for inference"),
+    "official-model": _release_model(
+        "DeconvNet", "DeconvNet_trainval_inference", "about 1.0 GB (251.8 M float32 weights)",
+        "the trained DeconvNet, BN folded for inference"),
     "official-fcn8s": ReleaseFile(
         "http://dl.caffe.berkeleyvision.org/fcn-8s-pascal.caffemodel", "model/FCN",
         "about 0.54 GB (134 M float32 weights)", "the FCN authors' staged FCN-8s (PASCAL)"),
-    "official-vgg16": ReleaseFile(
-        f"{RELEASE}/model/VGG_conv/VGG_ILSVRC_16_layers_conv.caffemodel", "model/VGG_conv",
-        "about 0.55 GB (138 M float32 weights)", "VGG16 with fc6/fc7 as convolutions (Caffe style)"),
-    "official-stage1": ReleaseFile(
-        f"{RELEASE}/model/stage_1_train_result/stage_1_train_result.caffemodel",
-        "model/stage_1_train_result", "about 1.0 GB", "stage-1 training result (BN in LEARN mode)"),
-    "official-stage2": ReleaseFile(
-        f"{RELEASE}/model/stage_2_train_result/stage_2_train_result.caffemodel",
-        "model/stage_2_train_result", "about 1.0 GB", "stage-2 training result (BN in LEARN mode)"),
-    "official-edgebox-cache": ReleaseFile(
-        f"{RELEASE}/data/edgebox_cached.tar.gz", ".", "not published",
-        "cached extended EdgeBoxes of VOC 2012 test (edgebox_cached/VOC2012_TEST/<id>.mat)",
-        archive=True),
-    "official-voc2012-test": ReleaseFile(
-        f"{RELEASE}/data/VOC2012_TEST.tar.gz", ".", "not published",
-        "VOC 2012 test images as the release uses them (VOC2012_TEST/)", archive=True),
-    "official-stage1-lists": ReleaseFile(
-        f"{RELEASE}/data/stage_1_train_imgset.tar.gz", "imagesets", "not published",
-        "stage-1 image/label lists (stage_1_train_imgset/train.txt, val.txt)", archive=True),
-    "official-stage2-lists": ReleaseFile(
-        f"{RELEASE}/data/stage_2_train_imgset.tar.gz", "imagesets", "not published",
-        "stage-2 window lists (stage_2_train_imgset/train.txt, val.txt)", archive=True),
-    "official-voc-object": ReleaseFile(
-        f"{RELEASE}/data/VOC_OBJECT.tar.gz", "VOC2012", "not published",
-        "stage-1 training set: object-centred crops and labels", archive=True),
-    "official-voc-seg-aug": ReleaseFile(
-        f"{RELEASE}/data/VOC2012_SEG_AUG.tar.gz", "VOC2012", "not published",
-        "stage-2 training set: VOC 2012 + SBD images and labels", archive=True),
+    "official-vgg16": _release_model(
+        "VGG_conv", "VGG_ILSVRC_16_layers_conv", "about 0.55 GB (138 M float32 weights)",
+        "VGG16 with fc6/fc7 as convolutions (Caffe style)"),
+    "official-stage1": _release_model(
+        "stage_1_train_result", "stage_1_train_result", "about 1.0 GB", "stage-1 training result (BN in LEARN mode)"),
+    "official-stage2": _release_model(
+        "stage_2_train_result", "stage_2_train_result", "about 1.0 GB", "stage-2 training result (BN in LEARN mode)"),
+    "official-edgebox-cache": _release_archive(
+        "edgebox_cached", ".", "cached extended EdgeBoxes of VOC 2012 test (edgebox_cached/VOC2012_TEST/<id>.mat)"),
+    "official-voc2012-test": _release_archive(
+        "VOC2012_TEST", ".", "VOC 2012 test images as the release uses them (VOC2012_TEST/)"),
+    "official-stage1-lists": _release_archive(
+        "stage_1_train_imgset", "imagesets", "stage-1 image/label lists (stage_1_train_imgset/train.txt, val.txt)"),
+    "official-stage2-lists": _release_archive(
+        "stage_2_train_imgset", "imagesets", "stage-2 window lists (stage_2_train_imgset/train.txt, val.txt)"),
+    "official-voc-object": _release_archive(
+        "VOC_OBJECT", "VOC2012", "stage-1 training set: object-centred crops and labels"),
+    "official-voc-seg-aug": _release_archive(
+        "VOC2012_SEG_AUG", "VOC2012", "stage-2 training set: VOC 2012 + SBD images and labels"),
 }
 OFFICIAL_GROUPS: dict[str, tuple[str, ...]] = {
     "official": tuple(OFFICIAL),
