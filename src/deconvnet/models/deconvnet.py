@@ -13,21 +13,11 @@ CPU demo) still brings the map to 1x1; ``width`` scales every channel count.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from deconvnet.models.vgg import (
-    FC_CHANNELS,
-    VGG16_STAGES,
-    check_width,
-    load_vgg16_into,
-    scale_channels,
-    vgg16_layer_map,
-    vgg16_stages,
-)
+from deconvnet.models.vgg import VGG16Network, scale_channels
 
 # Output channels of the 3x3 deconvolutions after each unpooling, deepest first (Table 2).
 DECODER_STAGES: tuple[tuple[int, ...], ...] = (
@@ -63,17 +53,11 @@ def _conv_bn_relu(name: str, conv: nn.Module, channels: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict(layers))
 
 
-class DeconvNet(nn.Module):
+class DeconvNet(VGG16Network):
     """The paper's network; ``forward(x: B x 3 x S x S float) -> logits B x C x S x S``."""
 
     def __init__(self, num_classes: int = 21, input_size: int = 224, width: float = 1.0,
                  classifier_std: float = DECONV_INIT_STD) -> None:
-        super().__init__()
-        # The paper draws the classifier from N(0, 0.01) like the deconvolutions. Nothing
-        # normalises its output, so on a narrow network trained from scratch the logits start
-        # tiny and grow slowly: the CPU demo raises it (model.classifier_std).
-        self.classifier_std = classifier_std
-        check_width(width)
         stride = 2**NUM_POOLS
         if input_size < stride or input_size % stride:
             raise ValueError(
@@ -82,16 +66,19 @@ class DeconvNet(nn.Module):
             )
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        super().__init__(width, batch_norm=True)  # the encoder
+        # The paper draws the classifier from N(0, 0.01) like the deconvolutions. Nothing
+        # normalises its output, so on a narrow network trained from scratch the logits start
+        # tiny and grow slowly: the CPU demo raises it (model.classifier_std).
+        self.classifier_std = classifier_std
         self.num_classes = num_classes
         self.input_size = input_size
-        self.width = width
         self.spec = f"DeconvNet(num_classes={num_classes}, input_size={input_size}, width={width})"
 
         fc_kernel = input_size // stride  # 7 for 224x224: fc6 maps 7x7 to 1x1
-        encoder_out = scale_channels(VGG16_STAGES[-1][-1], width)
-        fc = scale_channels(FC_CHANNELS, width)
+        encoder_out = self.stage_channels[-1]
+        fc = self.fc_channels
 
-        self.encoder = vgg16_stages(width, batch_norm=True)
         self.pool = nn.MaxPool2d(2, stride=2, return_indices=True)
         self.fc6 = _conv_bn_relu("fc6", nn.Conv2d(encoder_out, fc, fc_kernel), fc)
         self.fc7 = _conv_bn_relu("fc7", nn.Conv2d(fc, fc, 1), fc)
@@ -152,11 +139,3 @@ class DeconvNet(nn.Module):
         for stage, indices in zip(self.decoder, reversed(switches)):
             x = stage(self.unpool(x, indices))
         return self.classifier(x)
-
-    def load_vgg16(self, source: Mapping[str, torch.Tensor] | str | Path) -> dict[str, str]:
-        """Fill the 13 convs and fc6/fc7 from a torchvision-layout VGG16 state dict (or its path).
-
-        Returns {source key: parameter name}. fc6 only fits when input_size=224 and width=1.
-        """
-        layers = vgg16_layer_map(self.encoder, self.fc6.fc6, self.fc7.fc7)
-        return load_vgg16_into(self, layers, source)

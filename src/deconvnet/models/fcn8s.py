@@ -11,22 +11,11 @@ Score layers start at zero; upsampling layers are bilinear and frozen.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from deconvnet.models.vgg import (
-    FC6_KERNEL,
-    FC_CHANNELS,
-    VGG16_STAGES,
-    check_width,
-    load_vgg16_into,
-    scale_channels,
-    vgg16_layer_map,
-    vgg16_stages,
-)
+from deconvnet.models.vgg import FC6_KERNEL, VGG16Network
 
 CONV1_PADDING = 100
 POOL4_SCALE = 0.01  # "at-once" training scales the skip inputs ...
@@ -68,32 +57,27 @@ def _crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
     return x[:, :, offset : offset + height, offset : offset + width]
 
 
-class FCN8s(nn.Module):
+class FCN8s(VGG16Network):
     """voc-fcn8s at once; ``forward(x: B x 3 x H x W float) -> logits B x C x H x W`` for any H, W."""
 
     def __init__(self, num_classes: int = 21, width: float = 1.0, batch_norm: bool = False,
                  skip_scaling: bool = True) -> None:
-        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        super().__init__(width, batch_norm=batch_norm, first_padding=CONV1_PADDING)  # the encoder
         # Both options leave the reference network by default. From scratch (the CPU demo, no
         # ImageNet weights) a 16-layer VGG without BatchNorm hardly trains in minutes, and the
         # at-once skip scaling (pool4 x 0.01, pool3 x 0.0001) keeps the fine layers silent.
         self.batch_norm = batch_norm
         self.pool4_scale = POOL4_SCALE if skip_scaling else 1.0
         self.pool3_scale = POOL3_SCALE if skip_scaling else 1.0
-        check_width(width)
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         self.num_classes = num_classes
-        self.width = width
         self.spec = (f"FCN8s(num_classes={num_classes}, width={width}, batch_norm={batch_norm}, "
                      f"skip_scaling={skip_scaling})")
 
-        pool3_channels = scale_channels(VGG16_STAGES[2][-1], width)
-        pool4_channels = scale_channels(VGG16_STAGES[3][-1], width)
-        pool5_channels = scale_channels(VGG16_STAGES[4][-1], width)
-        fc = scale_channels(FC_CHANNELS, width)
+        _, _, pool3_channels, pool4_channels, pool5_channels = self.stage_channels
+        fc = self.fc_channels
 
-        self.encoder = vgg16_stages(width, batch_norm=batch_norm, first_padding=CONV1_PADDING)
         self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # Caffe pools round up
         self.fc6 = nn.Sequential(OrderedDict(
             fc6=nn.Conv2d(pool5_channels, fc, FC6_KERNEL),
@@ -142,11 +126,3 @@ class FCN8s(nn.Module):
         score_pool3 = _crop(self.score_pool3(pool3 * self.pool3_scale), POOL3_OFFSET, upscore_pool4)
         upscore8 = self.upscore8(upscore_pool4 + score_pool3)  # 1/1
         return _crop(upscore8, OUTPUT_OFFSET, image)
-
-    def load_vgg16(self, source: Mapping[str, torch.Tensor] | str | Path) -> dict[str, str]:
-        """Fill the 13 convs and fc6/fc7 from a torchvision-layout VGG16 state dict (or its path).
-
-        Returns {source key: parameter name}. Only fits when width=1.
-        """
-        layers = vgg16_layer_map(self.encoder, self.fc6.fc6, self.fc7.fc7)
-        return load_vgg16_into(self, layers, source)

@@ -1,11 +1,11 @@
 """The VGG16 convolution stages both networks share, and the import of VGG16 weights.
 
 DeconvNet and FCN-8s both start from VGG16: 13 3x3 convs in five stages, then fc6
-and fc7 turned into convolutions. ``load_vgg16_into`` copies a torchvision-layout
-VGG16 state dict (``features.N.*`` for the convs, ``classifier.0/3.*`` for fc6/fc7)
-onto a network's layers, reshaping the fully connected weights into conv kernels,
-and checks every shape first so that nothing is half-loaded.
-"""
+and fc7 turned into convolutions (:class:`VGG16Network`, their common base).
+``load_vgg16_into`` copies a torchvision-layout VGG16 state dict (``features.N.*`` for the
+convs, ``classifier.0/3.*`` for fc6/fc7) onto a network's layers, reshaping the fully
+connected weights into conv kernels, and checks every shape first so that nothing is
+half-loaded."""
 
 from __future__ import annotations
 
@@ -102,6 +102,36 @@ def vgg16_layer_map(
     layers[TORCHVISION_FC6_KEY] = fc6
     layers[TORCHVISION_FC7_KEY] = fc7
     return layers
+
+
+class VGG16Network(nn.Module):
+    """A network on VGG16 (DeconvNet, FCN-8s): ``encoder``, the five stages at ``width``
+    (:func:`vgg16_stages`), then ``fc6`` and ``fc7``, which the subclass builds (Sequentials
+    whose convs are named ``fc6`` / ``fc7``, as in the prototxts).
+
+    ``stage_channels[i]`` is the output channel count of stage i + 1 (pool1 ... pool5) and
+    ``fc_channels`` that of fc6 / fc7, both at ``width``.
+    """
+
+    fc6: nn.Sequential
+    fc7: nn.Sequential
+
+    def __init__(self, width: float, batch_norm: bool, first_padding: int = 1) -> None:
+        super().__init__()
+        check_width(width)
+        self.width = width
+        self.stage_channels = [scale_channels(plan[-1], width) for plan in VGG16_STAGES]
+        self.fc_channels = scale_channels(FC_CHANNELS, width)
+        self.encoder = vgg16_stages(width, batch_norm=batch_norm, first_padding=first_padding)
+
+    def load_vgg16(self, source: Mapping[str, torch.Tensor] | str | Path) -> dict[str, str]:
+        """Fill the 13 convs and fc6/fc7 from a torchvision-layout VGG16 state dict (or its path).
+
+        Returns {source key: parameter name}. Only fits at width=1 (and, for DeconvNet, at
+        input_size=224, where fc6 is 7x7).
+        """
+        layers = vgg16_layer_map(self.encoder, self.fc6.fc6, self.fc7.fc7)
+        return load_vgg16_into(self, layers, source)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
