@@ -50,6 +50,15 @@ def test_store_gives_what_the_decoding_reader_gives(synthetic_voc, tmp_path):
     assert os.path.getsize(tmp_path / "cache" / f"train-{key}.images.u8") == 3 * total
 
 
+def test_both_readers_name_each_ids_image_file(synthetic_voc, tmp_path):
+    voc = VOCSegmentationIndex(synthetic_voc, "val")
+    jpegs = synthetic_voc / "VOCdevkit" / "VOC2012" / "JPEGImages"
+    ids = (synthetic_voc / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    for reader in (voc, open_store(voc, tmp_path / "cache")):
+        assert len(reader) == len(ids) == 7
+        assert [reader.image_path(i) for i in range(len(reader))] == [jpegs / f"{i}.jpg" for i in ids]
+
+
 def test_unlabelled_split_stores_images_only(synthetic_voc, tmp_path):
     root = tmp_path / "copy"
     shutil.copytree(synthetic_voc, root)

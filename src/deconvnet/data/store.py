@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from deconvnet.data.voc import Instance, VOCSegmentationIndex
+from deconvnet.data.voc import Instance, SplitReader, VOCSegmentationIndex
 from deconvnet.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ def cache_from_config(cfg) -> list[StoreReader]:
 # ---------------------------------------------------------------------------- reading
 
 
-class StoreReader:
+class StoreReader(SplitReader):
     """A split read from its decoded store, with the interface of ``VOCSegmentationIndex``.
 
     ``image(i)`` (H x W x 3), ``label(i)`` and ``object_mask(i)`` (H x W) are read-only
@@ -286,21 +286,8 @@ class StoreReader:
         """int64 [N + 1] start of each image's bytes in ``array(kind)``."""
         return self._image_offsets if kind == "images" else self._mask_offsets
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def __repr__(self) -> str:
         return f"StoreReader(split={self.split!r}, images={len(self)}, store={str(self.paths.marker)!r})"
-
-    def image_path(self, i: int) -> Path:
-        return self._image_paths[i]
-
-    def _require_labels(self) -> None:
-        if not self.has_labels:
-            raise DataError(
-                f"split '{self.split}' has no labels (VOC keeps its test masks on the evaluation "
-                "server); use it for prediction only, or choose a labelled split such as val"
-            )
 
     def image(self, i: int) -> np.ndarray:
         """H x W x 3 uint8 RGB (read-only)."""

@@ -82,7 +82,31 @@ def _file_names(folder: Path) -> set[str]:
         return set()
 
 
-class VOCSegmentationIndex:
+class SplitReader:
+    """What every reader of a split shares (this decoding reader and the decoded store's
+    ``store.StoreReader``): its ``split``, ``ids`` (``len``), ``has_labels`` and image files.
+    A subclass sets them and decodes ``image(i)``, ``label(i)`` and ``instances(i)``."""
+
+    split: str
+    ids: list[str]
+    has_labels: bool
+    _image_paths: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image_path(self, i: int) -> Path:
+        return self._image_paths[i]
+
+    def _require_labels(self) -> None:
+        if not self.has_labels:
+            raise DataError(
+                f"split '{self.split}' has no labels (VOC keeps its test masks on the evaluation "
+                "server); use it for prediction only, or choose a labelled split such as val"
+            )
+
+
+class VOCSegmentationIndex(SplitReader):
     """Ids and decoders of one split of VOC 2012 (``train_aug`` also reads SBD).
 
     ``image(i)`` is H x W x 3 uint8 RGB, ``label(i)`` H x W uint8 (0..20, 255 void),
@@ -202,14 +226,8 @@ class VOCSegmentationIndex:
 
     # ---- access ------------------------------------------------------------------------
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def __repr__(self) -> str:
         return f"VOCSegmentationIndex(root={str(self.root)!r}, split={self.split!r}, images={len(self)})"
-
-    def image_path(self, i: int) -> Path:
-        return self._image_paths[i]
 
     def image(self, i: int) -> np.ndarray:
         """H x W x 3 uint8 RGB."""
@@ -217,13 +235,6 @@ class VOCSegmentationIndex:
         if rgb.shape[:2] != self.sizes[i]:
             raise DataError(f"image {self._image_paths[i]} changed size since the split was indexed")
         return rgb
-
-    def _require_labels(self) -> None:
-        if not self.has_labels:
-            raise DataError(
-                f"split '{self.split}' has no labels (VOC keeps its test masks on the evaluation "
-                "server); use it for prediction only, or choose a labelled split such as val"
-            )
 
     def label(self, i: int) -> np.ndarray:
         """H x W uint8 class ids (0 background, 1..20), 255 void."""
