@@ -1,6 +1,6 @@
 """Mutation testing of the modules that decide results (`make mutation`; not part of CI).
 
-    python tools/mutation.py [MODULE ...]        (default: every module below, in order)
+    python tools/mutation.py [--max-children N] [MODULE ...]   (default: every module below, in order)
 
 For each module, mutmut (3.x) runs in its own scratch copy of the repository under
 ``build/mutation/<module>/``, mutating that one file and running only the tests named
@@ -86,12 +86,14 @@ def prepare(name: str) -> Path:
     return work
 
 
-def run_module(name: str) -> dict:
+def run_module(name: str, max_children: int | None = None) -> dict:
     work = prepare(name)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     mutmut = [sys.executable, "-m", "mutmut"]
     start = time.monotonic()
-    subprocess.run([*mutmut, "run"], cwd=work, env=env, check=False)
+    # --max-children: how many mutants are tested at once (mutmut's default: one per CPU)
+    children = ["--max-children", str(max_children)] if max_children else []
+    subprocess.run([*mutmut, "run", *children], cwd=work, env=env, check=False)
     subprocess.run([*mutmut, "export-cicd-stats"], cwd=work, env=env, check=True)
     stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
     survivors = subprocess.run([*mutmut, "results"], cwd=work, env=env, capture_output=True, text=True).stdout
@@ -120,11 +122,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", choices=[[], *MODULES], default=list(MODULES),
                         metavar="MODULE", help=f"any of: {', '.join(MODULES)}")
+    parser.add_argument("--max-children", type=int, default=None, metavar="N",
+                        help="test at most N mutants at once (default: mutmut's, one per CPU)")
     args = parser.parse_args()
     summary_path = OUT / "summary.json"
     results = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     for name in args.modules or list(MODULES):
-        results[name] = run_module(name)
+        results[name] = run_module(name, args.max_children)
         write_summary(results)  # after every module: a long run can be stopped at any point
     return 0
 
