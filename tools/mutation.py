@@ -46,7 +46,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
                  ["tests/inference/test_ensemble.py", "tests/inference/test_eval_settings.py"]),
 }
 # what the tests read besides src/ and tests/
-ALSO_COPY = ["configs", "experiments"]
+ALSO_COPY = ["configs", "experiments", "README.md"]
 
 
 def _toml_list(items: list[str]) -> str:
@@ -60,8 +60,11 @@ def prepare(name: str) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache")
-    for folder in ["src", "tests", *ALSO_COPY]:
-        shutil.copytree(REPO / folder, work / folder, ignore=ignore)
+    for entry in ["src", "tests", *ALSO_COPY]:
+        if (REPO / entry).is_dir():
+            shutil.copytree(REPO / entry, work / entry, ignore=ignore)
+        else:
+            shutil.copy2(REPO / entry, work / entry)
     config = (REPO / "pyproject.toml").read_text()
     config += (
         "\n[tool.mutmut]\n"
@@ -82,6 +85,10 @@ def prepare(name: str) -> Path:
         '"""tools/mutation.py: import the mutated copy of src/."""\n'
         "import pathlib\nimport sys\n\n"
         "sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / 'src'))\n"
+        # mutmut forks every mutant's test run from one parent: tqdm's default lock is a
+        # multiprocessing semaphore shared by all of them, and one child killed while it
+        # holds it hangs every later one. A per-process lock instead.
+        "import threading\n\nimport tqdm\n\ntqdm.tqdm.set_lock(threading.RLock())\n"
     )
     return work
 
