@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import tarfile
 
 import pytest
@@ -43,11 +44,19 @@ def served(tmp_path):
     return files, model, archive
 
 
-def test_files_and_archives_land_where_the_release_puts_them(served, tmp_path, capsys):
+def _logged(caplog) -> str:
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    caplog.clear()
+    return text
+
+
+def test_files_and_archives_land_where_the_release_puts_them(served, tmp_path, caplog):
+    # the lines are logged (the CLI prints them): read through caplog, no CLI handler needed
+    caplog.set_level(logging.INFO, logger="deconvnet")
     files, model, archive = served
     root = tmp_path / "data" / "official"
     paths = download_official("official", root, files=files)
-    printed = capsys.readouterr().out
+    printed = _logged(caplog)
     assert "about 8 kB" in printed and "not published" in printed  # said before fetching
     target = root / "model" / "DeconvNet" / "DeconvNet_trainval_inference.caffemodel"
     assert paths[0] == target and target.read_bytes() == model.read_bytes()
@@ -60,7 +69,7 @@ def test_files_and_archives_land_where_the_release_puts_them(served, tmp_path, c
     model.unlink()
     archive.unlink()  # a second run must not look at the sources
     download_official("official", root, files=files)
-    assert "2 already there" in capsys.readouterr().out
+    assert "2 already there" in _logged(caplog)
 
 
 def test_an_unreachable_file_says_where_to_put_it(tmp_path):
