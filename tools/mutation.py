@@ -41,10 +41,16 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "windows": ("src/deconvnet/data/windows.py", ["tests/data/test_windows.py"]),
     "instance": ("src/deconvnet/inference/instance.py",
                  ["tests/inference/test_instance.py", "tests/inference/test_predictor.py"]),
-    "predictor": ("src/deconvnet/inference/predictor.py",
-                  ["tests/inference/test_predictor.py", "tests/inference/test_eval_settings.py"]),
-    "ensemble": ("src/deconvnet/inference/ensemble.py",
-                 ["tests/inference/test_ensemble.py", "tests/inference/test_eval_settings.py"]),
+    # test_eval_settings.py (six evaluations, ~25 s a mutant) is left out: test_predictor.py
+    # builds the predictor from a config directly
+    "predictor": ("src/deconvnet/inference/predictor.py", ["tests/inference/test_predictor.py"]),
+    # not the 2-process DDP test (~1 min a mutant); of test_eval_settings.py, the ensemble cases
+    "ensemble": ("src/deconvnet/inference/ensemble.py", [
+        "tests/inference/test_ensemble.py::test_oracle_scores_100_percent_on_every_row",
+        "tests/inference/test_ensemble.py::test_rows_without_networks_are_skipped_and_a_wrong_network_scores_low",
+        "tests/inference/test_ensemble.py::test_product_ensemble_and_sum_aggregation_keep_the_oracle_exact",
+        "tests/inference/test_eval_settings.py::test_the_ensemble_setting_decides_the_edeconvnet_labels",
+    ]),
 }
 # what the tests read besides src/ and tests/
 ALSO_COPY = ["configs", "experiments", "README.md"]
