@@ -321,3 +321,21 @@ def test_cli_offers_the_edge_model(monkeypatch, tmp_path, write_edge_model, caps
     monkeypatch.setitem(dl.ARCHIVES, "edge-model", _edge_spec(source.as_uri()))
     assert main(["download", "edge-model", "--root", str(tmp_path / "models")]) == 0
     assert (tmp_path / "models" / "model.yml.gz").is_file()
+
+
+# ------------------------------------------ the details mutation testing asked for
+
+
+def test_a_fresh_http_download_asks_for_no_range(served, http_server):
+    root = served["root"]
+    download("voc2012", root, archives={"voc2012": _http_spec(served, f"{http_server}/fake_voc.tar")})
+    assert _RangeHandler.requests == [("/fake_voc.tar", None)]
+
+
+def test_a_copy_in_many_chunks_shows_its_progress(served, monkeypatch):
+    # chunks of 16 bytes: the progress bar (shown from 64 chunks on) counts every chunk copied
+    monkeypatch.setattr(dl, "CHUNK", 16)
+    root = served["root"]
+    target = download("voc2012", root, archives={"voc2012": served["spec"]}, keep_archive=True)
+    assert (root / "fake_voc.tar").read_bytes() == served["archive"].read_bytes()
+    assert target == root / "VOCdevkit" / "VOC2012"
