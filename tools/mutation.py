@@ -56,6 +56,34 @@ MODULES: dict[str, tuple[str, list[str]]] = {
 ALSO_COPY = ["configs", "experiments", "README.md"]
 
 
+# Every mutant's test run is a new pytest session, so the session fixture synthetic_voc
+# would generate its tree again for each mutant: a copy of the tree generated once is
+# put in place instead (generate() then finds a tree made with its arguments and keeps it).
+SYNTHETIC_CACHE = '''
+import hashlib
+import shutil
+
+import deconvnet.data.synthetic as _synthetic
+
+_generate = _synthetic.generate
+_CACHE = pathlib.Path(__file__).resolve().parent / ".synthetic-cache"
+
+
+def _cached_generate(root, *args, **kwargs):
+    key = hashlib.sha1(repr((args, sorted(kwargs.items()))).encode()).hexdigest()[:16]
+    cached = _CACHE / key
+    if not (cached / "VOCdevkit").is_dir():
+        _generate(cached, *args, **kwargs)
+    target = pathlib.Path(root) / "VOCdevkit"
+    if not target.exists():
+        shutil.copytree(cached / "VOCdevkit", target)
+    return _generate(root, *args, **kwargs)
+
+
+_synthetic.generate = _cached_generate
+'''
+
+
 def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(item) for item in items) + "]"
 
@@ -96,6 +124,7 @@ def prepare(name: str) -> Path:
         # multiprocessing semaphore shared by all of them, and one child killed while it
         # holds it hangs every later one. A per-process lock instead.
         "import threading\n\nimport tqdm\n\ntqdm.tqdm.set_lock(threading.RLock())\n"
+        + SYNTHETIC_CACHE
     )
     return work
 
