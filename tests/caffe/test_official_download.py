@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import io
 import logging
+import re
 import tarfile
 import threading
 from dataclasses import replace
@@ -163,7 +164,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def test_pieces_over_http_land_and_say_where_with_their_sha256(http_folder, tmp_path, caplog, monkeypatch):
+def test_pieces_over_http_land_and_say_where_with_their_sha256(http_folder, tmp_path, caplog, monkeypatch, capsys):
     caplog.set_level(logging.INFO, logger="deconvnet")
     base, folder = http_folder
     payload = bytes(range(256)) * 16  # 4 kB
@@ -185,6 +186,21 @@ def test_pieces_over_http_land_and_say_where_with_their_sha256(http_folder, tmp_
     text = _logged(caplog)
     assert f"official-model: ready in {target} (sha256 {digest[:16]}...)" in text
     assert f"official-edgebox-cache: ready in {root} (sha256 " in text
+    assert f"official: 2 piece(s) into {root}, 0 already there" in text
+    # progress bars with their totals: the download (Content-Length), the hash, the unpacking
+    bars = capsys.readouterr().err
+    assert re.search(r"m\.caffemodel\.part: 100%\|[^|]*\| 4\.00k/4\.00k", bars)
+    assert re.search(r"sha256 m\.caffemodel: 100%\|[^|]*\| 4\.00k/4\.00k", bars)
+    assert "extracting boxes.tar.gz: 100%" in bars and "file/s]" in bars
+
+
+def test_a_local_copy_shows_its_progress(served, tmp_path, monkeypatch, capsys):
+    files, model, _ = served
+    monkeypatch.setattr("deconvnet.data.download.CHUNK", 16)  # the bar is shown from 64 chunks on
+    target = download_official("official-model", tmp_path / "root", files=files)[0]
+    assert target.read_bytes() == model.read_bytes()
+    bars = capsys.readouterr().err
+    assert re.search(r"DeconvNet_trainval_inference\.caffemodel\.part: 100%\|[^|]*\| 5\.86k/5\.86k", bars)
 
 
 def _archive_with(path, *names: str):

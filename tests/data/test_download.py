@@ -339,3 +339,25 @@ def test_a_copy_in_many_chunks_shows_its_progress(served, monkeypatch):
     target = download("voc2012", root, archives={"voc2012": served["spec"]}, keep_archive=True)
     assert (root / "fake_voc.tar").read_bytes() == served["archive"].read_bytes()
     assert target == root / "VOCdevkit" / "VOC2012"
+
+
+def test_an_unloadable_edge_model_is_refused_with_opencvs_reason(tmp_path):
+    import cv2
+
+    path = tmp_path / "model.yml.gz"
+    path.write_bytes(b"garbage")
+    try:  # OpenCV's own words for this file, as the user should see them
+        cv2.ximgproc.createStructuredEdgeDetection(str(path))
+    except cv2.error as err:
+        reason = str(err).strip()[:200]
+    with pytest.raises(DataError) as error:
+        dl.verify_structured_edge_model(path)
+    assert str(error.value) == f"{path} is not a Structured Edge model OpenCV can load: {reason}"
+
+
+def test_an_edge_model_download_says_where_it_is(tmp_path, write_edge_model, caplog):
+    caplog.set_level("INFO", logger="deconvnet")
+    source = write_edge_model(tmp_path / "served" / "model.yml.gz")
+    root = tmp_path / "models"
+    download("edge-model", root, archives={"edge-model": _edge_spec(source.as_uri())})
+    assert f"edge-model: ready in {root / 'model.yml.gz'}" in [r.getMessage() for r in caplog.records]
