@@ -361,3 +361,59 @@ def test_an_edge_model_download_says_where_it_is(tmp_path, write_edge_model, cap
     root = tmp_path / "models"
     download("edge-model", root, archives={"edge-model": _edge_spec(source.as_uri())})
     assert f"edge-model: ready in {root / 'model.yml.gz'}" in [r.getMessage() for r in caplog.records]
+
+
+def test_every_failed_url_is_named_and_no_partial_file_claimed(served):
+    root = served["root"]
+    urls = ("http://127.0.0.1:9/a.tar", "http://127.0.0.1:9/b.tar")
+    spec = Archive(urls=urls, md5=served["spec"].md5, filename="fake_voc.tar", extracted="VOCdevkit/VOC2012")
+    with pytest.raises(DataError) as error:
+        download("voc2012", root, archives={"voc2012": spec})
+    message = str(error.value)
+    assert message.startswith("could not download fake_voc.tar: http://127.0.0.1:9/a.tar: ")
+    assert "; http://127.0.0.1:9/b.tar: " in message
+    assert message.endswith(". Check the internet connection.")  # nothing fetched: no partial file
+
+
+def test_download_progress_bars_name_their_file_and_reach_the_total(served, monkeypatch, capsys):
+    monkeypatch.setattr(dl, "CHUNK", 16)  # the byte bars are shown from 64 chunks on
+    download("voc2012", served["root"], archives={"voc2012": served["spec"]})
+    bars = capsys.readouterr().err
+    for desc in ("fake_voc.tar.part", "md5 fake_voc.tar.part", "extracting fake_voc.tar"):
+        assert f"{desc}: 100%" in bars, desc
+    assert "file/s]" in bars  # the unpacking counts files
+
+
+def _tar_of(path: Path, *names: str) -> str:
+    with tarfile.open(path, "w") as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"ok"))
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_a_nested_dataset_folder_lands_beside_existing_siblings(tmp_path):
+    archive = tmp_path / "nested.tar"
+    md5 = _tar_of(archive, "x/y/z/file.txt")
+    spec = Archive(urls=(archive.as_uri(),), md5=md5, filename="nested.tar", extracted="x/y/z")
+    root = tmp_path / "root"
+    assert download("nested", root, archives={"nested": spec}) == root / "x" / "y" / "z"  # x/y made
+    assert (root / "x" / "y" / "z" / "file.txt").read_bytes() == b"ok"
+    # a second dataset under an existing parent (VOCdevkit/ holding another year, say)
+    other = tmp_path / "other.tar"
+    spec2 = Archive(urls=(other.as_uri(),), md5=_tar_of(other, "x/y/w/file.txt"), filename="other.tar",
+                    extracted="x/y/w")
+    assert download("other", root, archives={"other": spec2}) == root / "x" / "y" / "w"
+    assert (root / "x" / "y" / "z" / "file.txt").is_file()
+
+
+def test_an_archive_member_outside_the_root_is_refused(tmp_path):
+    archive = tmp_path / "evil.tar"
+    md5 = _tar_of(archive, "data/file.txt", "../escaped.txt")
+    spec = Archive(urls=(archive.as_uri(),), md5=md5, filename="evil.tar", extracted="data")
+    root = tmp_path / "root"
+    with pytest.raises(DataError, match=r"^cannot unpack .*evil\.tar: .*\. Delete it and download again\.$"):
+        download("evil", root, archives={"evil": spec})
+    assert not (root / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
+    assert not (root / "data").exists()
