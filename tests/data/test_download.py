@@ -14,7 +14,7 @@ import pytest
 from deconvnet.data import download as dl
 from deconvnet.data.download import ARCHIVES, Archive, download
 from deconvnet.data.voc import VOCSegmentationIndex
-from deconvnet.errors import DataError
+from deconvnet.errors import DataError, UserError
 
 
 def _make_archive(synthetic_voc: Path, path: Path) -> str:
@@ -397,7 +397,7 @@ def test_a_nested_dataset_folder_lands_beside_existing_siblings(tmp_path):
     archive = tmp_path / "nested.tar"
     md5 = _tar_of(archive, "x/y/z/file.txt")
     spec = Archive(urls=(archive.as_uri(),), md5=md5, filename="nested.tar", extracted="x/y/z")
-    root = tmp_path / "root"
+    root = tmp_path / "not" / "yet" / "root"  # made, parents too
     assert download("nested", root, archives={"nested": spec}) == root / "x" / "y" / "z"  # x/y made
     assert (root / "x" / "y" / "z" / "file.txt").read_bytes() == b"ok"
     # a second dataset under an existing parent (VOCdevkit/ holding another year, say)
@@ -417,3 +417,16 @@ def test_an_archive_member_outside_the_root_is_refused(tmp_path):
         download("evil", root, archives={"evil": spec})
     assert not (root / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
     assert not (root / "data").exists()
+
+
+def test_an_unknown_dataset_lists_the_known_ones(tmp_path):
+    with pytest.raises(UserError) as error:
+        download("voc2013", tmp_path)
+    assert str(error.value) == f"unknown dataset 'voc2013'; choose one of {', '.join(ARCHIVES)}"
+    assert ", ".join(ARCHIVES).startswith("voc2012, sbd")
+
+
+def test_a_dataset_download_says_where_it_is(served, caplog):
+    caplog.set_level("INFO", logger="deconvnet")
+    target = download("voc2012", served["root"], archives={"voc2012": served["spec"]})
+    assert f"voc2012: ready in {target}" in [r.getMessage() for r in caplog.records]
