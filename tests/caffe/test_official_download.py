@@ -190,7 +190,7 @@ def test_pieces_over_http_land_and_say_where_with_their_sha256(http_folder, tmp_
     # progress bars with their totals: the download (Content-Length), the hash, the unpacking
     bars = capsys.readouterr().err
     assert re.search(r"m\.caffemodel\.part: 100%\|[^|]*\| 4\.00k/4\.00k", bars)
-    assert re.search(r"sha256 m\.caffemodel: 100%\|[^|]*\| 4\.00k/4\.00k", bars)
+    assert re.search(r"sha256 m\.caffemodel: 100%\|[^|]*\| 4\.00k/4\.00k \[[^]]*B/s\]", bars)
     assert "extracting boxes.tar.gz: 100%" in bars and "file/s]" in bars
 
 

@@ -430,3 +430,23 @@ def test_a_dataset_download_says_where_it_is(served, caplog):
     caplog.set_level("INFO", logger="deconvnet")
     target = download("voc2012", served["root"], archives={"voc2012": served["spec"]})
     assert f"voc2012: ready in {target}" in [r.getMessage() for r in caplog.records]
+
+
+def test_small_files_get_no_byte_bars(served, capsys):
+    # below 64 chunks (of 1 MiB) a byte bar would only flash: none for the copy or the hash
+    assert served["archive"].stat().st_size < 64 * dl.CHUNK
+    download("voc2012", served["root"], archives={"voc2012": served["spec"]})
+    bars = capsys.readouterr().err
+    assert "fake_voc.tar.part" not in bars and "md5 " not in bars
+    assert "extracting fake_voc.tar" in bars  # the file count is shown whatever the size
+
+
+def test_a_resumed_download_bar_counts_the_bytes_already_there(served, http_server, monkeypatch, capsys):
+    monkeypatch.setattr(dl, "CHUNK", 16)
+    payload = _RangeHandler.payload
+    root = served["root"]
+    root.mkdir()
+    (root / "fake_voc.tar.part").write_bytes(payload[:1000])
+    download("voc2012", root, archives={"voc2012": _http_spec(served, f"{http_server}/fake_voc.tar")})
+    assert _RangeHandler.ranges == ["bytes=1000-"]
+    assert "fake_voc.tar.part: 100%" in capsys.readouterr().err  # 1000 bytes + the rest = the total
