@@ -131,3 +131,20 @@ def test_paste_over_each_box_equals_resampling_the_whole_frame(aggregation):
     for chunk in (1, 1 << 26):
         out = paste_windows(scores, boxes, height, width, aggregation, chunk_elements=chunk)
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_instance_scores_aggregate_by_max_unless_told():
+    """Two overlapping windows of a network that scores 2 for class 1 everywhere: the
+    default (max, the paper's eq. 1) gives 2 on the overlap, sum gives 4."""
+    from deconvnet.inference.instance import instance_scores
+
+    def network(crops):
+        out = torch.zeros(crops.shape[0], 3, *crops.shape[2:])
+        out[:, 1] = 2.0
+        return out
+
+    image = torch.zeros(1, 3, 12, 12, dtype=torch.uint8)
+    windows = torch.tensor([[0.0, 0.0, 8.0, 8.0], [4.0, 4.0, 12.0, 12.0]])
+    default = instance_scores(network, image, windows, input_size=4)
+    assert default[1, 6, 6] == 2.0 and default[1, 2, 2] == 2.0 and default[1, 2, 10] == 0.0
+    assert instance_scores(network, image, windows, input_size=4, aggregation="sum")[1, 6, 6] == 4.0
