@@ -136,7 +136,6 @@ def test_paste_over_each_box_equals_resampling_the_whole_frame(aggregation):
 def test_instance_scores_aggregate_by_max_unless_told():
     """Two overlapping windows of a network that scores 2 for class 1 everywhere: the
     default (max, the paper's eq. 1) gives 2 on the overlap, sum gives 4."""
-    from deconvnet.inference.instance import instance_scores
 
     def network(crops):
         out = torch.zeros(crops.shape[0], 3, *crops.shape[2:])
