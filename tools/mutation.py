@@ -132,6 +132,9 @@ def prepare(name: str) -> Path:
 def run_module(name: str, max_children: int | None = None) -> dict:
     work = prepare(name)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    # one OpenMP thread: mutmut forks each mutant's run from a process that has run tests,
+    # and a fork taken while GNU OpenMP's thread team exists hangs at its next parallel op
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     mutmut = [sys.executable, "-m", "mutmut"]
     start = time.monotonic()
     # --max-children: how many mutants are tested at once (mutmut's default: one per CPU)
