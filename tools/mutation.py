@@ -49,6 +49,8 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "tests/inference/test_ensemble.py::test_oracle_scores_100_percent_on_every_row",
         "tests/inference/test_ensemble.py::test_rows_without_networks_are_skipped_and_a_wrong_network_scores_low",
         "tests/inference/test_ensemble.py::test_product_ensemble_and_sum_aggregation_keep_the_oracle_exact",
+        "tests/inference/test_ensemble.py::test_a_score_cache_alone_gives_every_row_with_its_ensemble",
+        "tests/inference/test_ensemble.py::test_the_evaluator_needs_exactly_one_source_of_scores",
         "tests/inference/test_eval_settings.py::test_the_ensemble_setting_decides_the_edeconvnet_labels",
     ]),
 }
