@@ -1,6 +1,6 @@
 """Mutation testing of the modules that decide results (`make mutation`; not part of CI).
 
-    python tools/mutation.py [--max-children N] [MODULE ...]   (default: every module below, in order)
+    python tools/mutation.py [--max-children N] [--survivors] [MODULE ...]   (default: every module below)
 
 For each module, mutmut (3.x) runs in its own scratch copy of the repository under
 ``build/mutation/<module>/``, mutating that one file and running only the tests named
@@ -90,18 +90,9 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(item) for item in items) + "]"
 
 
-def prepare(name: str) -> Path:
-    """A scratch copy of the repository whose pyproject.toml configures mutmut for ``name``."""
+def _write_config(work: Path, name: str) -> None:
+    """work/pyproject.toml: the repository's, plus mutmut's settings for module ``name``."""
     target, tests = MODULES[name]
-    work = OUT / name
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache")
-    for entry in ["src", "tests", *ALSO_COPY]:
-        if (REPO / entry).is_dir():
-            shutil.copytree(REPO / entry, work / entry, ignore=ignore)
-        else:
-            shutil.copy2(REPO / entry, work / entry)
     config = (REPO / "pyproject.toml").read_text()
     config += (
         "\n[tool.mutmut]\n"
@@ -115,6 +106,20 @@ def prepare(name: str) -> Path:
         "timeout_constant = 60.0\n"
     )
     (work / "pyproject.toml").write_text(config)
+
+
+def prepare(name: str) -> Path:
+    """A scratch copy of the repository whose pyproject.toml configures mutmut for ``name``."""
+    work = OUT / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache")
+    for entry in ["src", "tests", *ALSO_COPY]:
+        if (REPO / entry).is_dir():
+            shutil.copytree(REPO / entry, work / entry, ignore=ignore)
+        else:
+            shutil.copy2(REPO / entry, work / entry)
+    _write_config(work, name)
     # mutmut runs the tests inside work/mutants/; an editable install of this repository
     # would otherwise put the unmutated src/ first on sys.path. A root conftest.py (loaded
     # before tests/conftest.py and the test modules) puts the mutated copy first.
@@ -131,22 +136,49 @@ def prepare(name: str) -> Path:
     return work
 
 
-def run_module(name: str, max_children: int | None = None) -> dict:
-    work = prepare(name)
+def _env() -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     # one OpenMP thread: mutmut forks each mutant's run from a process that has run tests,
     # and a fork taken while GNU OpenMP's thread team exists hangs at its next parallel op
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    mutmut = [sys.executable, "-m", "mutmut"]
+    return env
+
+
+MUTMUT = [sys.executable, "-m", "mutmut"]
+
+
+def _survivors(work: Path) -> list[str]:
+    listing = subprocess.run([*MUTMUT, "results"], cwd=work, env=_env(), capture_output=True, text=True).stdout
+    return [line.split(":")[0].strip() for line in listing.splitlines() if line.strip().endswith("survived")]
+
+
+def run_module(name: str, max_children: int | None = None, survivors_only: bool = False) -> dict:
+    """Mutation-test module ``name`` from scratch, or (``survivors_only``) re-test only the
+    survivors of its last run against the current tests: valid while the module's source is
+    the one that run mutated (otherwise a full run is made)."""
+    target = MODULES[name][0]
+    work = OUT / name
+    unchanged = (work / "mutants").is_dir() and (work / target).is_file() and \
+        (work / target).read_bytes() == (REPO / target).read_bytes()
+    names: list[str] = []
+    if survivors_only and unchanged:
+        names = _survivors(work)
+        ignore = shutil.ignore_patterns("__pycache__", ".pytest_cache")
+        for destination in (work / "tests", work / "mutants" / "tests"):  # tests added since
+            shutil.copytree(REPO / "tests", destination, ignore=ignore, dirs_exist_ok=True)
+        _write_config(work, name)  # the module's test list may have changed too
+    else:
+        work = prepare(name)
+    env = _env()
+    mutmut = MUTMUT
     start = time.monotonic()
     # --max-children: how many mutants are tested at once (mutmut's default: one per CPU)
     children = ["--max-children", str(max_children)] if max_children else []
-    subprocess.run([*mutmut, "run", *children], cwd=work, env=env, check=False)
+    if not survivors_only or names:
+        subprocess.run([*mutmut, "run", *children, *names], cwd=work, env=env, check=False)
     subprocess.run([*mutmut, "export-cicd-stats"], cwd=work, env=env, check=True)
     stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
-    survivors = subprocess.run([*mutmut, "results"], cwd=work, env=env, capture_output=True, text=True).stdout
-    stats["survivors"] = [line.split(":")[0].strip() for line in survivors.splitlines()
-                          if line.strip().endswith("survived")]
+    stats["survivors"] = _survivors(work)
     stats["minutes"] = round((time.monotonic() - start) / 60, 1)
     killed = stats["killed"] + stats["timeout"]
     tested = killed + stats["survived"] + stats["no_tests"]
@@ -172,11 +204,13 @@ def main() -> int:
                         metavar="MODULE", help=f"any of: {', '.join(MODULES)}")
     parser.add_argument("--max-children", type=int, default=None, metavar="N",
                         help="test at most N mutants at once (default: mutmut's, one per CPU)")
+    parser.add_argument("--survivors", action="store_true",
+                        help="re-test only the survivors of each module's last run (after adding tests)")
     args = parser.parse_args()
     summary_path = OUT / "summary.json"
     results = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     for name in args.modules or list(MODULES):
-        results[name] = run_module(name, args.max_children)
+        results[name] = run_module(name, args.max_children, args.survivors)
         write_summary(results)  # after every module: a long run can be stopped at any point
     return 0
 
