@@ -208,9 +208,11 @@ def main() -> int:
                         help="re-test only the survivors of each module's last run (after adding tests)")
     args = parser.parse_args()
     summary_path = OUT / "summary.json"
-    results = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     for name in args.modules or list(MODULES):
-        results[name] = run_module(name, args.max_children, args.survivors)
+        stats = run_module(name, args.max_children, args.survivors)
+        # read again: another run may have finished other modules meanwhile
+        results = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        results[name] = stats
         write_summary(results)  # after every module: a long run can be stopped at any point
     return 0
 
