@@ -148,8 +148,9 @@ MUTMUT = [sys.executable, "-m", "mutmut"]
 
 
 def _survivors(work: Path) -> list[str]:
-    listing = subprocess.run([*MUTMUT, "results"], cwd=work, env=_env(), capture_output=True, text=True).stdout
-    return [line.split(":")[0].strip() for line in listing.splitlines() if line.strip().endswith("survived")]
+    listing = subprocess.run([*MUTMUT, "results", "--all", "true"], cwd=work, env=_env(), capture_output=True, text=True).stdout
+    return [line.split(":")[0].strip() for line in listing.splitlines()
+            if line.strip().endswith(("survived", "no tests"))]
 
 
 def run_module(name: str, max_children: int | None = None, survivors_only: bool = False) -> dict:
