@@ -148,7 +148,7 @@ MUTMUT = [sys.executable, "-m", "mutmut"]
 
 
 def _survivors(work: Path) -> list[str]:
-    listing = subprocess.run([*MUTMUT, "results", "--all", "true"], cwd=work, env=_env(), capture_output=True, text=True).stdout
+    listing = subprocess.run([*MUTMUT, "results"], cwd=work, env=_env(), capture_output=True, text=True).stdout
     return [line.split(":")[0].strip() for line in listing.splitlines()
             if line.strip().endswith(("survived", "no tests"))]
 
