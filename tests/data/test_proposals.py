@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import types
@@ -536,3 +537,54 @@ def test_a_first_computation_is_not_a_warning(synthetic_voc, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         load_proposals(make_cfg(synthetic_voc, tmp_path), "val")
     assert "recomputing" not in caplog.text  # no cache yet: nothing to warn about
+
+
+# ------------------------------------------ generators: details mutation testing asked for
+
+
+def test_generator_parameters_are_what_the_cache_records(tmp_path):
+    # the exact record: a renamed or dropped entry would change every cache's identity
+    assert generators.SelectiveSearch(max_candidates=300).parameters() == {
+        "mode": "fast", "max_candidates": 300, "rand_seed": 0}
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text('{"a": [[0, 0, 4, 4]]}')
+    digest = hashlib.sha256(boxes.read_bytes()).hexdigest()
+    assert generators.FileBoxes(str(boxes)).parameters() == {"file": "boxes.json", "sha256": digest}
+
+
+def test_file_boxes_say_what_is_wrong_in_one_line(tmp_path):
+    with pytest.raises(UserError) as error:
+        generators.FileBoxes(None)
+    assert str(error.value) == ("data.proposals.method=file needs data.proposals.file: the path of a "
+                                ".npz or .json of boxes")
+    text = tmp_path / "boxes.txt"
+    text.write_text("0 0 4 4")
+    with pytest.raises(UserError) as error:
+        generators.FileBoxes(str(text))
+    assert str(error.value) == f"data.proposals.file: {text} must be a .npz or .json file (see FileBoxes)"
+    with pytest.raises(UserError) as error:
+        generators.GroundTruthOracle().propose_image(np.zeros((4, 4, 3), np.uint8))
+    assert str(error.value) == ("proposal method 'ground_truth' needs a dataset image id; for arbitrary "
+                                "images set data.proposals.method to edgeboxes or selective_search")
+
+
+def test_a_pickled_npz_of_boxes_is_refused(tmp_path):
+    path = tmp_path / "boxes.npz"
+    np.savez(path, a=np.array([[0, 0, 4, 4]], dtype=object))  # numbers, but stored by pickle
+    with pytest.raises(DataError, match=r"^proposal file .*boxes\.npz cannot be read: "):
+        generators.FileBoxes(str(path))._table()
+
+
+def test_an_unloadable_edge_model_names_opencvs_reason(tmp_path):
+    import cv2
+
+    path = tmp_path / "model.yml.gz"
+    path.write_bytes(b"garbage")
+    try:
+        cv2.ximgproc.createStructuredEdgeDetection(str(path))
+    except cv2.error as err:
+        reason = str(err).strip()[:200]
+    with pytest.raises(UserError) as error:
+        generators.load_structured_edges(path)
+    assert str(error.value) == (f"{path} is not a Structured Edge model that OpenCV can load ({reason}); "
+                                "delete it and run `deconvnet download edge-model` again")
