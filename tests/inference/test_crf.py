@@ -226,6 +226,8 @@ def test_pool_sizes_and_its_executor(monkeypatch):
     monkeypatch.setattr(crf, "default_workers", lambda processes_per_node=1: 3)
     with CRFPool(PRESETS["official"], workers=0) as auto:  # 0: every core
         assert (auto.workers, auto.max_pending) == (3, 6)
+    with CRFPool(PRESETS["official"]) as default:  # the default: every core too
+        assert default.workers == 3
     with CRFPool(PRESETS["official"], workers=1) as one:
         assert (one.workers, one.max_pending) == (1, 2)
         # workers are spawned (the parent may hold CUDA state), and end with their parent:
