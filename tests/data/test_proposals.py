@@ -588,3 +588,72 @@ def test_an_unloadable_edge_model_names_opencvs_reason(tmp_path):
         generators.load_structured_edges(path)
     assert str(error.value) == (f"{path} is not a Structured Edge model that OpenCV can load ({reason}); "
                                 "delete it and run `deconvnet download edge-model` again")
+
+
+def test_edge_source_names_the_source_in_words(tmp_path, write_edge_model):
+    model = write_edge_model(tmp_path / "models" / "model.yml.gz")
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+
+    def source(*overrides: str) -> str:
+        return generators.edge_source(load_config(None, [f"data.root={tmp_path}", *overrides]))
+
+    assert source() == f"EdgeBoxes on structured edges (model.yml.gz, sha256 {digest[:12]})"  # auto: found
+    assert source("data.proposals.edge_model=null") == \
+        "EdgeBoxes on gradient edges (in-process fallback, no Structured Edge model)"
+    assert source("data.proposals.edge_model=null", "data.proposals.edge_fallback=selective_search") == \
+        "selective search (fallback: no Structured Edge model for EdgeBoxes)"
+    assert source("data.proposals.method=selective_search") == "selective search"
+    assert source("data.proposals.method=ground_truth") == "ground-truth boxes (oracle, not a proposal method)"
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text("{}")
+    assert source("data.proposals.method=file", f"data.proposals.file={boxes}") == "boxes from boxes.json"
+    assert source("data.proposals.method=file", f"data.proposals.file={boxes}", "data.proposals.extended=true") \
+        == "boxes from boxes.json (extended windows)"
+
+
+def test_edgeboxes_parameters_are_what_the_cache_records(tmp_path, write_edge_model):
+    fallback = generators.EdgeBoxes(max_candidates=7, alpha=0.5, beta=0.6)
+    assert fallback.parameters() == {
+        "max_candidates": 7, "alpha": 0.5, "beta": 0.6, "edge_model": "gradient-fallback",
+        "edges": "gradient edges (in-process fallback, no Structured Edge model)"}
+    model = write_edge_model(tmp_path / "model.yml.gz")
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert generators.EdgeBoxes(edge_model=str(model)).parameters() == {
+        "max_candidates": 2000, "alpha": 0.65, "beta": 0.75, "edge_model": digest,
+        "edges": f"structured edges (model.yml.gz, sha256 {digest[:12]})"}
+
+
+def test_file_boxes_read_scores_ranks_and_say_what_is_missing(tmp_path):
+    reader = types.SimpleNamespace(ids=["a", "b", "c"], split="val")
+    path = tmp_path / "boxes.json"
+    path.write_text(json.dumps({"a": [[0, 0, 4, 4, 0.2], [1, 1, 5, 5, 0.9]], "b": [[0, 0, 2, 2], [1, 1, 3, 3]]}))
+    boxes = generators.FileBoxes(str(path))
+    with_scores, scores = boxes.propose(reader, 0)
+    np.testing.assert_array_equal(with_scores, [[0, 0, 4, 4], [1, 1, 5, 5]])
+    np.testing.assert_allclose(scores, [0.2, 0.9])
+    _, ranks = boxes.propose(reader, 1)  # no fifth column: the file's order is the ranking
+    np.testing.assert_array_equal(ranks, [0, -1])
+    with pytest.raises(DataError) as error:
+        boxes.propose(reader, 2)
+    assert str(error.value) == f"proposal file {path} has no entry for image 'c'"
+    with pytest.raises(DataError) as error:
+        boxes.check(reader)
+    assert str(error.value) == (f"proposal file {path} has no entry for 1 of the 3 images of split 'val' "
+                                "(first: 'c'); add them (an empty list for an image without proposals) "
+                                "or use another method")
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    ("[[0, 0, 4, 4]]", "the top level must be an object {id: [[x1, y1, x2, y2], ...]}"),
+    ('{"a": [[0, 0, 4]]}', "entry 'a' has shape (1, 3), expected K x 4 or K x 5"),
+    ('{"a": [0, 0, 4, 4]}', "entry 'a' has shape (4,), expected K x 4 or K x 5"),
+])
+def test_a_malformed_boxes_file_says_why(tmp_path, content, reason):
+    path = tmp_path / "boxes.json"
+    path.write_text(content)
+    with pytest.raises(DataError) as error:
+        generators.FileBoxes(str(path))._table()
+    assert str(error.value) == f"proposal file {path} cannot be read: {reason}"
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"a": []}')  # an image without proposals: 0 x 4
+    assert generators.FileBoxes(str(empty))._table()["a"].shape == (0, 4)
