@@ -51,6 +51,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "tests/inference/test_ensemble.py::test_product_ensemble_and_sum_aggregation_keep_the_oracle_exact",
         "tests/inference/test_ensemble.py::test_a_score_cache_alone_gives_every_row_with_its_ensemble",
         "tests/inference/test_ensemble.py::test_the_evaluator_needs_exactly_one_source_of_scores",
+        "tests/inference/test_ensemble.py::test_the_evaluator_passes_each_images_proposals_and_caches_its_scores",
         "tests/inference/test_eval_settings.py::test_the_ensemble_setting_decides_the_edeconvnet_labels",
     ]),
 }

@@ -168,3 +168,33 @@ def test_the_evaluator_needs_exactly_one_source_of_scores(tmp_path):
         with pytest.raises(ValueError) as error:
             EnsembleEvaluator(predictor, num_classes=21, cache=cache)
         assert str(error.value) == "EnsembleEvaluator needs either a predictor (networks) or a score cache"
+
+
+class _AlwaysAeroplane(nn.Module):
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 21, *x.shape[2:])
+        out[:, 1] = 1
+        return out
+
+
+def test_the_evaluator_passes_each_images_proposals_and_caches_its_scores(scenes, tmp_path):
+    """One proposal box on img000: with max aggregation the pixels no window covers score 0
+    (uniform: background), so DeconvNet's aeroplane pixels are exactly those of its window;
+    the raw scores land in the cache under the image's id."""
+    (image, gt), = scenes[:1]
+    h, w = image.shape[:2]
+    box = np.array([[8, 8, 40, 40]], np.float32)  # window (x 1.2, square): [4.8, 4.8, 43.2, 43.2]
+    predictor = EnsemblePredictor(deconvnet=_AlwaysAeroplane(), input_size=16)
+    outputs = EvalOutputs(tmp_path / "out", overlays=0, probabilities_dir=tmp_path / "cache")
+    evaluator = EnsembleEvaluator(predictor, num_classes=21, proposals={"img000": box}, crf=None, outputs=outputs)
+    assert evaluator.results == {} and evaluator.rows == {}  # filled by the pass
+    assert "confusion" not in evaluator.state_dict()  # a counter, not a weight
+    _trainer().test(evaluator, dataloaders=scene_loader(scenes[:1]), verbose=False)
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5
+    inside = (xs >= 4.8) & (xs < 43.2) & (ys >= 4.8) & (ys < 43.2)
+    confusion = evaluator.results["DeconvNet"]
+    assert confusion.dtype == np.int64
+    assert confusion[:, 1].sum() == int((inside & (gt != 255)).sum())
+    assert confusion[:, 0].sum() == int((~inside & (gt != 255)).sum())
+    with np.load(tmp_path / "cache" / "img000.npz") as cached:
+        assert cached.files == ["DeconvNet"] and cached["DeconvNet"].shape == (21, h, w)
