@@ -154,6 +154,19 @@ def _survivors(work: Path) -> list[str]:
             if line.strip().endswith(("survived", "no tests"))]
 
 
+def module_stats(name: str, work: Path, minutes: float | None = None) -> dict:
+    """The counts of module ``name``'s last run in ``work`` (mutmut export-cicd-stats)."""
+    subprocess.run([*MUTMUT, "export-cicd-stats"], cwd=work, env=_env(), check=True, capture_output=True)
+    stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
+    stats["survivors"] = _survivors(work)
+    stats["minutes"] = minutes
+    killed = stats["killed"] + stats["timeout"]
+    tested = killed + stats["survived"] + stats["no_tests"]
+    stats["score"] = round(100 * killed / tested, 1) if tested else None
+    stats["file"] = MODULES[name][0]
+    return stats
+
+
 def run_module(name: str, max_children: int | None = None, survivors_only: bool = False) -> dict:
     """Mutation-test module ``name`` from scratch, or (``survivors_only``) re-test only the
     survivors of its last run against the current tests: valid while the module's source is
@@ -178,15 +191,7 @@ def run_module(name: str, max_children: int | None = None, survivors_only: bool 
     children = ["--max-children", str(max_children)] if max_children else []
     if not survivors_only or names:
         subprocess.run([*mutmut, "run", *children, *names], cwd=work, env=env, check=False)
-    subprocess.run([*mutmut, "export-cicd-stats"], cwd=work, env=env, check=True)
-    stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
-    stats["survivors"] = _survivors(work)
-    stats["minutes"] = round((time.monotonic() - start) / 60, 1)
-    killed = stats["killed"] + stats["timeout"]
-    tested = killed + stats["survived"] + stats["no_tests"]
-    stats["score"] = round(100 * killed / tested, 1) if tested else None
-    stats["file"] = MODULES[name][0]
-    return stats
+    return module_stats(name, work, round((time.monotonic() - start) / 60, 1))
 
 
 def write_summary(results: dict[str, dict]) -> None:
@@ -195,7 +200,7 @@ def write_summary(results: dict[str, dict]) -> None:
     lines = ["| module | killed | survived | no tests | total | score | minutes |", "|---|---|---|---|---|---|---|"]
     for s in results.values():
         lines.append(f"| {s['file']} | {s['killed'] + s['timeout']} | {s['survived']} | {s['no_tests']} | "
-                     f"{s['total']} | {s['score']}% | {s['minutes']} |")
+                     f"{s['total']} | {s['score']}% | {s['minutes'] if s['minutes'] is not None else ''} |")
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -208,8 +213,14 @@ def main() -> int:
                         help="test at most N mutants at once (default: mutmut's, one per CPU)")
     parser.add_argument("--survivors", action="store_true",
                         help="re-test only the survivors of each module's last run (after adding tests)")
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: rewrite the summary from the modules' last runs")
     args = parser.parse_args()
     summary_path = OUT / "summary.json"
+    if args.report:
+        write_summary({name: module_stats(name, OUT / name) for name in args.modules or list(MODULES)
+                       if (OUT / name / "mutants").is_dir()})
+        return 0
     for name in args.modules or list(MODULES):
         stats = run_module(name, args.max_children, args.survivors)
         # read again: another run may have finished other modules meanwhile
