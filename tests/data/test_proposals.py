@@ -657,3 +657,23 @@ def test_a_malformed_boxes_file_says_why(tmp_path, content, reason):
     empty = tmp_path / "empty.json"
     empty.write_text('{"a": []}')  # an image without proposals: 0 x 4
     assert generators.FileBoxes(str(empty))._table()["a"].shape == (0, 4)
+
+
+@pytest.mark.parametrize("value", ["", "None", "NULL", " null "])
+def test_edge_model_spelt_as_nothing_means_no_model(tmp_path, value):
+    cfg = load_config(None, [f"data.root={tmp_path}"])
+    cfg.data.proposals.edge_model = value
+    assert generators.resolve_edge_model(cfg) is None
+
+
+@pytest.mark.parametrize(("fallback", "what"), [("gradient", "EdgeBoxes on in-process gradient edges"),
+                                                ("selective_search", "selective search")])
+def test_the_missing_model_warning_names_the_fallback(tmp_path, fresh_warnings, caplog, fallback, what):
+    cfg = load_config(None, [f"data.root={tmp_path}", f"data.proposals.edge_fallback={fallback}"])
+    with caplog.at_level(logging.WARNING, logger="deconvnet"):
+        assert generators.resolve_edge_model(cfg) is None
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert f"so proposals come from {what} (data.proposals.edge_fallback)" in message
+    given = tmp_path / "elsewhere.yml.gz"
+    cfg.data.proposals.edge_model = str(given)
+    assert generators.resolve_edge_model(cfg) == str(given)  # a path is taken as it is
