@@ -80,7 +80,7 @@ bench: $(STAMP)  ## the benchmarks, one JSON object each: data loading, inferenc
 MODULES ?=
 mutation: $(STAMP)  ## mutation testing (mutmut) of the modules that decide results; MODULES="metrics score" for some; summary in build/mutation/summary.md
 	$(PY) -m pip install --quiet -e '.[mutation]'
-	nice -n 10 $(PY) tools/mutation.py $(MODULES)
+	nice -n 10 $(PY) tools/mutation.py $(if $(MAX_CHILDREN),--max-children $(MAX_CHILDREN)) $(MODULES)
 
 clean:  ## remove caches (keeps .venv and outputs)
 	rm -rf .pytest_cache .ruff_cache build src/*.egg-info

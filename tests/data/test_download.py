@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import re
 import tarfile
 import threading
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from deconvnet.data import download as dl
 from deconvnet.data.download import ARCHIVES, Archive, download
 from deconvnet.data.voc import VOCSegmentationIndex
-from deconvnet.errors import DataError
+from deconvnet.errors import DataError, UserError
 
 
 def _make_archive(synthetic_voc: Path, path: Path) -> str:
@@ -321,3 +322,134 @@ def test_cli_offers_the_edge_model(monkeypatch, tmp_path, write_edge_model, caps
     monkeypatch.setitem(dl.ARCHIVES, "edge-model", _edge_spec(source.as_uri()))
     assert main(["download", "edge-model", "--root", str(tmp_path / "models")]) == 0
     assert (tmp_path / "models" / "model.yml.gz").is_file()
+
+
+# ------------------------------------------ the details mutation testing asked for
+
+
+def test_a_fresh_http_download_asks_for_no_range(served, http_server):
+    root = served["root"]
+    download("voc2012", root, archives={"voc2012": _http_spec(served, f"{http_server}/fake_voc.tar")})
+    assert _RangeHandler.requests == [("/fake_voc.tar", None)]
+
+
+def test_a_copy_in_many_chunks_shows_its_progress(served, monkeypatch):
+    # chunks of 16 bytes: the progress bar (shown from 64 chunks on) counts every chunk copied
+    monkeypatch.setattr(dl, "CHUNK", 16)
+    root = served["root"]
+    target = download("voc2012", root, archives={"voc2012": served["spec"]}, keep_archive=True)
+    assert (root / "fake_voc.tar").read_bytes() == served["archive"].read_bytes()
+    assert target == root / "VOCdevkit" / "VOC2012"
+
+
+def test_an_unloadable_edge_model_is_refused_with_opencvs_reason(tmp_path):
+    import cv2
+
+    path = tmp_path / "model.yml.gz"
+    path.write_bytes(b"garbage")
+    try:  # OpenCV's own words for this file, as the user should see them
+        cv2.ximgproc.createStructuredEdgeDetection(str(path))
+    except cv2.error as err:
+        reason = str(err).strip()[:200]
+    with pytest.raises(DataError) as error:
+        dl.verify_structured_edge_model(path)
+    assert str(error.value) == f"{path} is not a Structured Edge model OpenCV can load: {reason}"
+
+
+def test_an_edge_model_download_says_where_it_is(tmp_path, write_edge_model, caplog):
+    caplog.set_level("INFO", logger="deconvnet")
+    source = write_edge_model(tmp_path / "served" / "model.yml.gz")
+    root = tmp_path / "models"
+    download("edge-model", root, archives={"edge-model": _edge_spec(source.as_uri())})
+    assert f"edge-model: ready in {root / 'model.yml.gz'}" in [r.getMessage() for r in caplog.records]
+
+
+def test_every_failed_url_is_named_and_no_partial_file_claimed(served):
+    root = served["root"]
+    urls = ("http://127.0.0.1:9/a.tar", "http://127.0.0.1:9/b.tar")
+    spec = Archive(urls=urls, md5=served["spec"].md5, filename="fake_voc.tar", extracted="VOCdevkit/VOC2012")
+    with pytest.raises(DataError) as error:
+        download("voc2012", root, archives={"voc2012": spec})
+    message = str(error.value)
+    assert message.startswith("could not download fake_voc.tar: http://127.0.0.1:9/a.tar: ")
+    assert "; http://127.0.0.1:9/b.tar: " in message
+    assert message.endswith(". Check the internet connection.")  # nothing fetched: no partial file
+
+
+def test_download_progress_bars_name_their_file_and_reach_the_total(served, monkeypatch, capsys):
+    monkeypatch.setattr(dl, "CHUNK", 16)  # the byte bars are shown from 64 chunks on
+    download("voc2012", served["root"], archives={"voc2012": served["spec"]})
+    bars = capsys.readouterr().err
+    for desc in ("fake_voc.tar.part", "md5 fake_voc.tar.part", "extracting fake_voc.tar"):
+        assert re.search(rf"(^|\r){re.escape(desc)}: 100%", bars, re.MULTILINE), desc
+    assert "file/s]" in bars  # the unpacking counts files
+
+
+def _tar_of(path: Path, *names: str) -> str:
+    with tarfile.open(path, "w") as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"ok"))
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_a_nested_dataset_folder_lands_beside_existing_siblings(tmp_path):
+    archive = tmp_path / "nested.tar"
+    md5 = _tar_of(archive, "x/y/z/file.txt")
+    spec = Archive(urls=(archive.as_uri(),), md5=md5, filename="nested.tar", extracted="x/y/z")
+    root = tmp_path / "not" / "yet" / "root"  # made, parents too
+    assert download("nested", root, archives={"nested": spec}) == root / "x" / "y" / "z"  # x/y made
+    assert (root / "x" / "y" / "z" / "file.txt").read_bytes() == b"ok"
+    # a second dataset under an existing parent (VOCdevkit/ holding another year, say)
+    other = tmp_path / "other.tar"
+    spec2 = Archive(urls=(other.as_uri(),), md5=_tar_of(other, "x/y/w/file.txt"), filename="other.tar",
+                    extracted="x/y/w")
+    assert download("other", root, archives={"other": spec2}) == root / "x" / "y" / "w"
+    assert (root / "x" / "y" / "z" / "file.txt").is_file()
+
+
+def test_an_archive_member_outside_the_root_is_refused(tmp_path):
+    archive = tmp_path / "evil.tar"
+    md5 = _tar_of(archive, "data/file.txt", "../escaped.txt")
+    spec = Archive(urls=(archive.as_uri(),), md5=md5, filename="evil.tar", extracted="data")
+    root = tmp_path / "root"
+    with pytest.raises(DataError, match=r"^cannot unpack .*evil\.tar: .*\. Delete it and download again\.$"):
+        download("evil", root, archives={"evil": spec})
+    assert not (root / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
+    assert not (root / "data").exists()
+
+
+def test_an_unknown_dataset_lists_the_known_ones(tmp_path):
+    with pytest.raises(UserError) as error:
+        download("voc2013", tmp_path)
+    assert str(error.value) == f"unknown dataset 'voc2013'; choose one of {', '.join(ARCHIVES)}"
+    assert ", ".join(ARCHIVES).startswith("voc2012, sbd")
+
+
+def test_a_dataset_download_says_where_it_is(served, caplog):
+    caplog.set_level("INFO", logger="deconvnet")
+    target = download("voc2012", served["root"], archives={"voc2012": served["spec"]})
+    assert f"voc2012: ready in {target}" in [r.getMessage() for r in caplog.records]
+
+
+def test_small_files_get_no_byte_bars(served, capsys):
+    # below 64 chunks (of 1 MiB) a byte bar would only flash: none for the copy or the hash
+    assert served["archive"].stat().st_size < 64 * dl.CHUNK
+    download("voc2012", served["root"], archives={"voc2012": served["spec"]})
+    bars = capsys.readouterr().err
+    assert "fake_voc.tar.part" not in bars and "md5 " not in bars
+    assert "extracting fake_voc.tar" in bars  # the file count is shown whatever the size
+
+
+def test_a_resumed_download_bar_counts_the_bytes_already_there(served, http_server, monkeypatch, capsys):
+    monkeypatch.setattr(dl, "CHUNK", 16)
+    payload = _RangeHandler.payload
+    root = served["root"]
+    root.mkdir()
+    half = len(payload) // 2
+    (root / "fake_voc.tar.part").write_bytes(payload[:half])
+    download("voc2012", root, archives={"voc2012": _http_spec(served, f"{http_server}/fake_voc.tar")})
+    assert _RangeHandler.ranges == [f"bytes={half}-"]
+    # the download's bar (not the md5 one after it): the first half + the rest = the total
+    assert re.search(r"(^|\r)fake_voc\.tar\.part: 100%", capsys.readouterr().err, re.MULTILINE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import types
@@ -391,12 +392,13 @@ def test_images_without_boxes_get_an_empty_array(synthetic_voc, tmp_path):
     assert all(b.shape == (0, 4) and b.dtype == np.float32 for b in proposals.values())
 
 
-def test_precompute_in_parallel_matches_serial(synthetic_voc, tmp_path, capsys):
+def test_precompute_in_parallel_matches_serial(synthetic_voc, tmp_path, caplog):
     serial = load_proposals(make_cfg(synthetic_voc, tmp_path / "serial"), "val")
     cfg = make_cfg(synthetic_voc, tmp_path / "pool", "data.proposals.workers=2", "data.proposals.splits=[val]")
-    written = precompute_from_config(cfg)
+    with caplog.at_level(logging.INFO, logger="deconvnet"):  # no CLI here: no handler on stdout
+        written = precompute_from_config(cfg)
     assert set(written) == {"val"} and written["val"].is_file()
-    assert "proposals val:" in capsys.readouterr().out
+    assert any(r.getMessage().startswith("proposals val:") for r in caplog.records)
     parallel = load_proposals(cfg, "val")
     for image_id in serial:
         np.testing.assert_array_equal(serial[image_id], parallel[image_id])
@@ -535,3 +537,143 @@ def test_a_first_computation_is_not_a_warning(synthetic_voc, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         load_proposals(make_cfg(synthetic_voc, tmp_path), "val")
     assert "recomputing" not in caplog.text  # no cache yet: nothing to warn about
+
+
+# ------------------------------------------ generators: details mutation testing asked for
+
+
+def test_generator_parameters_are_what_the_cache_records(tmp_path):
+    # the exact record: a renamed or dropped entry would change every cache's identity
+    assert generators.SelectiveSearch(max_candidates=300).parameters() == {
+        "mode": "fast", "max_candidates": 300, "rand_seed": 0}
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text('{"a": [[0, 0, 4, 4]]}')
+    digest = hashlib.sha256(boxes.read_bytes()).hexdigest()
+    assert generators.FileBoxes(str(boxes)).parameters() == {"file": "boxes.json", "sha256": digest}
+
+
+def test_file_boxes_say_what_is_wrong_in_one_line(tmp_path):
+    with pytest.raises(UserError) as error:
+        generators.FileBoxes(None)
+    assert str(error.value) == ("data.proposals.method=file needs data.proposals.file: the path of a "
+                                ".npz or .json of boxes")
+    text = tmp_path / "boxes.txt"
+    text.write_text("0 0 4 4")
+    with pytest.raises(UserError) as error:
+        generators.FileBoxes(str(text))
+    assert str(error.value) == f"data.proposals.file: {text} must be a .npz or .json file (see FileBoxes)"
+    with pytest.raises(UserError) as error:
+        generators.GroundTruthOracle().propose_image(np.zeros((4, 4, 3), np.uint8))
+    assert str(error.value) == ("proposal method 'ground_truth' needs a dataset image id; for arbitrary "
+                                "images set data.proposals.method to edgeboxes or selective_search")
+
+
+def test_a_pickled_npz_of_boxes_is_refused(tmp_path):
+    path = tmp_path / "boxes.npz"
+    np.savez(path, a=np.array([[0, 0, 4, 4]], dtype=object))  # numbers, but stored by pickle
+    with pytest.raises(DataError, match=r"^proposal file .*boxes\.npz cannot be read: "):
+        generators.FileBoxes(str(path))._table()
+
+
+def test_an_unloadable_edge_model_names_opencvs_reason(tmp_path):
+    import cv2
+
+    path = tmp_path / "model.yml.gz"
+    path.write_bytes(b"garbage")
+    try:
+        cv2.ximgproc.createStructuredEdgeDetection(str(path))
+    except cv2.error as err:
+        reason = str(err).strip()[:200]
+    with pytest.raises(UserError) as error:
+        generators.load_structured_edges(path)
+    assert str(error.value) == (f"{path} is not a Structured Edge model that OpenCV can load ({reason}); "
+                                "delete it and run `deconvnet download edge-model` again")
+
+
+def test_edge_source_names_the_source_in_words(tmp_path, write_edge_model):
+    model = write_edge_model(tmp_path / "models" / "model.yml.gz")
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+
+    def source(*overrides: str) -> str:
+        return generators.edge_source(load_config(None, [f"data.root={tmp_path}", *overrides]))
+
+    assert source() == f"EdgeBoxes on structured edges (model.yml.gz, sha256 {digest[:12]})"  # auto: found
+    assert source("data.proposals.edge_model=null") == \
+        "EdgeBoxes on gradient edges (in-process fallback, no Structured Edge model)"
+    assert source("data.proposals.edge_model=null", "data.proposals.edge_fallback=selective_search") == \
+        "selective search (fallback: no Structured Edge model for EdgeBoxes)"
+    assert source("data.proposals.method=selective_search") == "selective search"
+    assert source("data.proposals.method=ground_truth") == "ground-truth boxes (oracle, not a proposal method)"
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text("{}")
+    assert source("data.proposals.method=file", f"data.proposals.file={boxes}") == "boxes from boxes.json"
+    assert source("data.proposals.method=file", f"data.proposals.file={boxes}", "data.proposals.extended=true") \
+        == "boxes from boxes.json (extended windows)"
+
+
+def test_edgeboxes_parameters_are_what_the_cache_records(tmp_path, write_edge_model):
+    fallback = generators.EdgeBoxes(max_candidates=7, alpha=0.5, beta=0.6)
+    assert fallback.parameters() == {
+        "max_candidates": 7, "alpha": 0.5, "beta": 0.6, "edge_model": "gradient-fallback",
+        "edges": "gradient edges (in-process fallback, no Structured Edge model)"}
+    model = write_edge_model(tmp_path / "model.yml.gz")
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert generators.EdgeBoxes(edge_model=str(model)).parameters() == {
+        "max_candidates": 2000, "alpha": 0.65, "beta": 0.75, "edge_model": digest,
+        "edges": f"structured edges (model.yml.gz, sha256 {digest[:12]})"}
+
+
+def test_file_boxes_read_scores_ranks_and_say_what_is_missing(tmp_path):
+    reader = types.SimpleNamespace(ids=["a", "b", "c"], split="val")
+    path = tmp_path / "boxes.json"
+    path.write_text(json.dumps({"a": [[0, 0, 4, 4, 0.2], [1, 1, 5, 5, 0.9]], "b": [[0, 0, 2, 2], [1, 1, 3, 3]]}))
+    boxes = generators.FileBoxes(str(path))
+    with_scores, scores = boxes.propose(reader, 0)
+    np.testing.assert_array_equal(with_scores, [[0, 0, 4, 4], [1, 1, 5, 5]])
+    np.testing.assert_allclose(scores, [0.2, 0.9])
+    _, ranks = boxes.propose(reader, 1)  # no fifth column: the file's order is the ranking
+    np.testing.assert_array_equal(ranks, [0, -1])
+    with pytest.raises(DataError) as error:
+        boxes.propose(reader, 2)
+    assert str(error.value) == f"proposal file {path} has no entry for image 'c'"
+    with pytest.raises(DataError) as error:
+        boxes.check(reader)
+    assert str(error.value) == (f"proposal file {path} has no entry for 1 of the 3 images of split 'val' "
+                                "(first: 'c'); add them (an empty list for an image without proposals) "
+                                "or use another method")
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    ("[[0, 0, 4, 4]]", "the top level must be an object {id: [[x1, y1, x2, y2], ...]}"),
+    ('{"a": [[0, 0, 4]]}', "entry 'a' has shape (1, 3), expected K x 4 or K x 5"),
+    ('{"a": [0, 0, 4, 4]}', "entry 'a' has shape (4,), expected K x 4 or K x 5"),
+])
+def test_a_malformed_boxes_file_says_why(tmp_path, content, reason):
+    path = tmp_path / "boxes.json"
+    path.write_text(content)
+    with pytest.raises(DataError) as error:
+        generators.FileBoxes(str(path))._table()
+    assert str(error.value) == f"proposal file {path} cannot be read: {reason}"
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"a": []}')  # an image without proposals: 0 x 4
+    assert generators.FileBoxes(str(empty))._table()["a"].shape == (0, 4)
+
+
+@pytest.mark.parametrize("value", ["", "None", "NULL", " null "])
+def test_edge_model_spelt_as_nothing_means_no_model(tmp_path, value):
+    cfg = load_config(None, [f"data.root={tmp_path}"])
+    cfg.data.proposals.edge_model = value
+    assert generators.resolve_edge_model(cfg) is None
+
+
+@pytest.mark.parametrize(("fallback", "what"), [("gradient", "EdgeBoxes on in-process gradient edges"),
+                                                ("selective_search", "selective search")])
+def test_the_missing_model_warning_names_the_fallback(tmp_path, fresh_warnings, caplog, fallback, what):
+    cfg = load_config(None, [f"data.root={tmp_path}", f"data.proposals.edge_fallback={fallback}"])
+    with caplog.at_level(logging.WARNING, logger="deconvnet"):
+        assert generators.resolve_edge_model(cfg) is None
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert f"so proposals come from {what} (data.proposals.edge_fallback)" in message
+    given = tmp_path / "elsewhere.yml.gz"
+    cfg.data.proposals.edge_model = str(given)
+    assert generators.resolve_edge_model(cfg) == str(given)  # a path is taken as it is

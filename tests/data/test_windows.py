@@ -198,3 +198,90 @@ def test_batched_crop_of_uint8_and_bf16_images():
     as_bf16 = crop_boxes_batched(image.to(torch.bfloat16), box, 16)
     assert as_bf16.dtype == torch.bfloat16
     assert (as_bf16.float() - reference).abs().max() <= 2.0  # bf16 rounding of values, not of positions
+
+
+# ------------------------------------------ the details mutation testing asked for
+
+
+def test_boxes_are_float32_n_by_4_whatever_comes_in():
+    from deconvnet.data.windows import as_boxes
+
+    single = as_boxes([1, 2, 3, 4])  # one box: a 1 x 4 array of float32
+    assert single.shape == (1, 4) and single.dtype == np.float32
+    assert as_boxes([[0, 0, 1, 1]]).dtype == np.float32  # integers in, float32 out
+    for bad in (np.zeros((2, 3)), np.zeros((2, 2, 4))):
+        with pytest.raises(ValueError, match=r"boxes must be N x 4 \[x1, y1, x2, y2\], got shape"):
+            as_boxes(bad)
+    for helper in (square_boxes, lambda b: enlarge_boxes(b, 1.5)):
+        assert helper(np.array([[0, 0, 3, 5]], np.float64)).dtype == np.float32
+
+
+def test_box_iou_away_from_the_origin_and_below_one_pixel():
+    # 10 x 20 boxes at (30, 50), overlapping 5 px in x: IoU 100 / (200 + 200 - 100)
+    a = [[30, 50, 40, 70]]
+    b = [[35, 50, 45, 70]]
+    np.testing.assert_allclose(box_iou(a, b), [[1 / 3]], rtol=1e-6)
+    np.testing.assert_allclose(box_iou(b, a), [[1 / 3]], rtol=1e-6)
+    # a 0.5 x 0.4 box against itself and against its left half: areas below one pixel count as they are
+    tiny = [[2.0, 3.0, 2.5, 3.4]]
+    half = [[2.0, 3.0, 2.25, 3.4]]
+    np.testing.assert_allclose(box_iou(tiny, tiny), [[1.0]], rtol=1e-6)
+    np.testing.assert_allclose(box_iou(tiny, half), [[0.5]], rtol=1e-5)
+    np.testing.assert_allclose(box_iou(half, tiny), [[0.5]], rtol=1e-5)
+    # boxes of no area overlap nothing: 0, not NaN or 1
+    point = [[5, 5, 5, 5]]
+    np.testing.assert_array_equal(box_iou(point, point), [[0.0]])
+
+
+def test_make_windows_defaults_are_the_papers_and_any_scale_is_used():
+    box = [[10, 20, 30, 60]]  # w 20, h 40, centre (20, 40)
+    np.testing.assert_allclose(make_windows(box), [[-4, 16, 44, 64]])  # 1.2 x 40 = 48, square
+    np.testing.assert_allclose(make_windows(box, context_scale=2.0, square=False), [[0, 0, 40, 80]])
+
+
+def test_window_of_one_pixel_and_of_no_height():
+    from deconvnet.data.windows import window_affine
+
+    # a 1 x 1 window onto 4 x 4: output pixel u samples x1 + (u + 0.5) / 4 - 0.5
+    np.testing.assert_allclose(window_affine([3, 7, 4, 8], 4), [[4, 0, (0.5 - 3) * 4 - 0.5],
+                                                                 [0, 4, (0.5 - 7) * 4 - 0.5]])
+    with pytest.raises(ValueError, match=r"window box \[0, 5, 4, 5\] is empty"):
+        window_affine([0, 5, 4, 5], 4)
+
+
+def test_cut_window_keeps_a_single_channel_axis_and_gives_no_label_without_one():
+    image = np.arange(36, dtype=np.uint8).reshape(6, 6, 1)
+    out, label = cut_window(image, [0, 0, 6, 6], 6)
+    assert label is None
+    assert out.shape == (6, 6, 1)
+    np.testing.assert_array_equal(out, image)
+
+
+def test_rois_from_a_tensor_list_or_nothing_in_the_dtype_and_device_asked():
+    # an N x 5 tensor is taken as rois already, copied (crop_boxes_batched shifts them in place)
+    given = torch.tensor([[1, 2, 3, 4, 5], [0, 0, 0, 8, 8]], dtype=torch.float64)
+    rois = windows_to_rois(given)
+    assert rois.dtype == torch.float32 and torch.equal(rois, given.float())
+    rois += 1
+    assert given[0, 1] == 2
+    # per-image boxes, as tensors of another dtype or arrays: [index, x1, y1, x2, y2]
+    per_image = [torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=torch.float64), np.array([[5, 6, 7, 8]])]
+    rois = windows_to_rois(per_image)
+    assert rois.dtype == torch.float32
+    assert rois.tolist() == [[0, 1, 2, 3, 4], [1, 5, 6, 7, 8]]
+    assert windows_to_rois(per_image, dtype=torch.float64).dtype == torch.float64
+    empty = windows_to_rois([])
+    assert empty.shape == (0, 5) and empty.dtype == torch.float32
+    assert windows_to_rois([], dtype=torch.float64).dtype == torch.float64
+    # the device is the one asked for ("meta": a device other than the CPU, without data)
+    for boxes in (given, per_image, []):
+        assert windows_to_rois(boxes, device="meta").device.type == "meta"
+
+
+def test_batched_crop_leaves_the_callers_rois_untouched():
+    image = torch.arange(2 * 1 * 12 * 12, dtype=torch.float32).reshape(2, 1, 12, 12)
+    rois = torch.tensor([[1, 2, 2, 10, 10]], dtype=torch.float32)
+    before = rois.clone()
+    crops = crop_boxes_batched(image, rois, 8)
+    assert torch.equal(rois, before)
+    np.testing.assert_allclose(crops[0, 0].numpy(), image[1, 0, 2:10, 2:10].numpy())

@@ -162,3 +162,96 @@ def test_pool_returns_serial_results_in_order_with_bounded_queue(noisy_scene):
     assert [key for key, _ in got] == list(range(5))
     for (_, labels), ref in zip(got, expected):
         np.testing.assert_array_equal(labels, ref)
+
+
+# ------------------------------------------ the details mutation testing asked for
+
+
+def test_the_official_preset_is_built_from_the_schema_defaults():
+    # called at import time to fill PRESETS: mutmut reaches it only through a direct call
+    from deconvnet.inference.crf import _official
+
+    assert _official() == CRFParams(iterations=10, gaussian_sxy=3.0, gaussian_weight=3.0,
+                                    bilateral_sxy=20.0, bilateral_srgb=3.0, bilateral_weight=5.0)
+
+
+def test_a_plain_mapping_without_keys_means_the_official_preset():
+    official = CRFParams(10, 3.0, 3.0, 20.0, 3.0, 5.0)
+    assert crf_params({}) == official  # no preset key: official
+    assert crf_params({"preset": "custom"}) == official  # custom, no numbers: the official ones
+    assert crf_params({"preset": "custom", "iterations": 4}) == replace(official, iterations=4)
+
+
+def test_every_ignored_number_is_named_in_one_message():
+    with pytest.raises(ConfigError) as error:
+        crf_params({"preset": "deeplab", "iterations": 5, "bilateral_srgb": 9.0})
+    assert str(error.value) == (
+        "crf.iterations=5, crf.bilateral_srgb=9.0 would be ignored because crf.preset=deeplab "
+        "fixes the CRF parameters; add crf.preset=custom to use your own values")
+
+
+def test_a_zero_probability_gives_a_finite_unary():
+    """Probabilities are clipped at MIN_PROBABILITY before -log: a pixel whose class 1 has
+    probability exactly 0, alone in a field where class 1 is certain, is pulled over by
+    its neighbours (-log 1e-8 = 18.4 is less than the Potts terms of ~50 neighbours); an
+    infinite unary would keep it at class 0."""
+    height, width = 15, 15
+    p_one = np.ones((height, width), np.float32)
+    p_one[7, 7] = 0.0
+    labels = dense_crf(np.full((height, width, 3), 90, np.uint8), _two_classes(p_one))
+    assert labels.dtype == np.uint8
+    assert (labels == 1).all()
+
+
+def test_default_workers_shares_the_cores_of_this_process(monkeypatch):
+    from deconvnet.inference import crf
+
+    monkeypatch.setattr(crf.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert [crf.default_workers(n) for n in (1, 3, 0, 16)] == [8, 2, 8, 1]
+    assert crf.default_workers() == 8
+    monkeypatch.delattr(crf.os, "sched_getaffinity")  # not Linux: the CPU count
+    monkeypatch.setattr(crf.os, "cpu_count", lambda: 6)
+    assert crf.default_workers(2) == 3
+    monkeypatch.setattr(crf.os, "cpu_count", lambda: None)  # unknown: one
+    assert crf.default_workers() == 1
+
+
+def test_pool_sizes_and_its_executor(monkeypatch):
+    import multiprocessing
+    import os
+
+    from deconvnet.inference import crf
+    from deconvnet.runtime.children import die_with_parent
+
+    monkeypatch.setattr(crf, "default_workers", lambda processes_per_node=1: 3)
+    with CRFPool(PRESETS["official"], workers=0) as auto:  # 0: every core
+        assert (auto.workers, auto.max_pending) == (3, 6)
+    with CRFPool(PRESETS["official"]) as default:  # the default: every core too
+        assert default.workers == 3
+    with CRFPool(PRESETS["official"], workers=1) as one:
+        assert (one.workers, one.max_pending) == (1, 2)
+        # workers are spawned (the parent may hold CUDA state), and end with their parent:
+        # ProcessPoolExecutor keeps its arguments on private attributes (no spawn happens here)
+        executor = one._executor
+        assert executor._max_workers == 1
+        assert executor._mp_context.get_start_method() == "spawn"
+        assert executor._initializer is die_with_parent and executor._initargs == (os.getpid(),)
+    assert multiprocessing.active_children() == []
+
+
+def test_pool_uses_its_own_parameters_and_closes_its_workers():
+    """The deeplab preset through the pool: its labels, not the official ones."""
+    import multiprocessing
+
+    height, width = 64, 200
+    image = np.full((height, width, 3), 40, np.uint8)
+    image[12:52, 8:48] = 200
+    image[27:37, 150:160] = 200
+    p_one = np.full((height, width), 0.1)
+    p_one[12:52, 8:48] = 0.9
+    p_one[27:37, 150:160] = 0.4
+    with CRFPool(PRESETS["deeplab"], workers=1) as pool:
+        pool.submit("island", image, _two_classes(p_one))
+        ((key, labels),) = pool.drain()
+    assert key == "island" and (labels[27:37, 150:160] == 1).all()  # official: 0 (test above)
+    assert multiprocessing.active_children() == []  # close() waited for the worker

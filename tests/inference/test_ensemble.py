@@ -133,3 +133,68 @@ def test_ddp_spawn_gives_exactly_the_single_process_confusion(synthetic_voc, tmp
         np.testing.assert_array_equal(double[method], single[method])
     # the networks are random: the rows differ, so equality above is not trivial
     assert not np.array_equal(single["DeconvNet"], single["FCN-8s"])
+
+
+def _constant_cache(folder, scenes):
+    """A score cache for the scenes: DeconvNet says class 1 (3 vs 1), FCN-8s class 2 (1 vs
+    0.1), everything else -10: mean of the softmaxes -> 1, softmax(deconv x max(0, fcn)) -> 2."""
+    from deconvnet.inference.outputs import ScoreCache
+
+    cache = ScoreCache(folder)
+    for i, (image, _) in enumerate(scenes):
+        h, w = image.shape[:2]
+        deconv, fcn = np.full((21, h, w), -10.0), np.full((21, h, w), -10.0)
+        deconv[1], deconv[2], fcn[1], fcn[2] = 3.0, 1.0, 0.1, 1.0
+        cache.save(f"img{i:03d}", {"DeconvNet": deconv, "FCN-8s": fcn})
+    return cache
+
+
+@pytest.mark.parametrize(("ensemble", "winner"), [(None, 1), ("mean", 1), ("product", 2)])
+def test_a_score_cache_alone_gives_every_row_with_its_ensemble(scenes, tmp_path, ensemble, winner):
+    cache = _constant_cache(tmp_path / "cache", scenes[:2])
+    evaluator = EnsembleEvaluator(None, num_classes=21, cache=cache, crf=None, ensemble=ensemble)
+    assert evaluator.methods == ["FCN-8s", "DeconvNet", "EDeconvNet"]
+    _trainer().test(evaluator, dataloaders=scene_loader(scenes[:2]), verbose=False)
+    valid = sum(int((gt != 255).sum()) for _, gt in scenes[:2])
+    predicted = {m: confusion.sum(0) for m, confusion in evaluator.results.items()}  # per predicted class
+    assert predicted["DeconvNet"][1] == valid and predicted["FCN-8s"][2] == valid
+    assert predicted["EDeconvNet"][winner] == valid  # no ensemble given: the mean (the paper's)
+
+
+def test_the_evaluator_needs_exactly_one_source_of_scores(tmp_path):
+    from deconvnet.inference.outputs import ScoreCache
+
+    for predictor, cache in ((None, None), (EnsemblePredictor(fcn=nn.Conv2d(3, 21, 1)), ScoreCache(tmp_path))):
+        with pytest.raises(ValueError) as error:
+            EnsembleEvaluator(predictor, num_classes=21, cache=cache)
+        assert str(error.value) == "EnsembleEvaluator needs either a predictor (networks) or a score cache"
+
+
+class _AlwaysAeroplane(nn.Module):
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 21, *x.shape[2:])
+        out[:, 1] = 1
+        return out
+
+
+def test_the_evaluator_passes_each_images_proposals_and_caches_its_scores(scenes, tmp_path):
+    """One proposal box on img000: with max aggregation the pixels no window covers score 0
+    (uniform: background), so DeconvNet's aeroplane pixels are exactly those of its window;
+    the raw scores land in the cache under the image's id."""
+    (image, gt), = scenes[:1]
+    h, w = image.shape[:2]
+    box = np.array([[8, 8, 40, 40]], np.float32)  # window (x 1.2, square): [4.8, 4.8, 43.2, 43.2]
+    predictor = EnsemblePredictor(deconvnet=_AlwaysAeroplane(), input_size=16)
+    outputs = EvalOutputs(tmp_path / "out", overlays=0, probabilities_dir=tmp_path / "cache")
+    evaluator = EnsembleEvaluator(predictor, num_classes=21, proposals={"img000": box}, crf=None, outputs=outputs)
+    assert evaluator.results == {} and evaluator.rows == {}  # filled by the pass
+    assert "confusion" not in evaluator.state_dict()  # a counter, not a weight
+    _trainer().test(evaluator, dataloaders=scene_loader(scenes[:1]), verbose=False)
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5
+    inside = (xs >= 4.8) & (xs < 43.2) & (ys >= 4.8) & (ys < 43.2)
+    confusion = evaluator.results["DeconvNet"]
+    assert confusion.dtype == np.int64
+    assert confusion[:, 1].sum() == int((inside & (gt != 255)).sum())
+    assert confusion[:, 0].sum() == int((~inside & (gt != 255)).sum())
+    with np.load(tmp_path / "cache" / "img000.npz") as cached:
+        assert cached.files == ["DeconvNet"] and cached["DeconvNet"].shape == (21, h, w)

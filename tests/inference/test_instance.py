@@ -131,3 +131,30 @@ def test_paste_over_each_box_equals_resampling_the_whole_frame(aggregation):
     for chunk in (1, 1 << 26):
         out = paste_windows(scores, boxes, height, width, aggregation, chunk_elements=chunk)
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_instance_scores_aggregate_by_max_unless_told():
+    """Two overlapping windows of a network that scores 2 for class 1 everywhere: the
+    default (max, the paper's eq. 1) gives 2 on the overlap, sum gives 4."""
+
+    def network(crops):
+        out = torch.zeros(crops.shape[0], 3, *crops.shape[2:])
+        out[:, 1] = 2.0
+        return out
+
+    image = torch.zeros(1, 3, 12, 12, dtype=torch.uint8)
+    windows = torch.tensor([[0.0, 0.0, 8.0, 8.0], [4.0, 4.0, 12.0, 12.0]])
+    default = instance_scores(network, image, windows, input_size=4)
+    assert default[1, 6, 6] == 2.0 and default[1, 2, 2] == 2.0 and default[1, 2, 10] == 0.0
+    assert instance_scores(network, image, windows, input_size=4, aggregation="sum")[1, 6, 6] == 4.0
+
+
+def test_paste_windows_defaults_to_max_takes_float64_boxes_and_counts_a_centre_on_the_edge():
+    # one class, value 1 in window 0, 3 in window 1; the boxes overlap on x in [4, 6)
+    scores = torch.tensor([1.0, 3.0]).view(2, 1, 1, 1).expand(2, 1, 4, 4).contiguous()
+    windows = torch.tensor([[2.5, 0.0, 6.5, 4.0], [4.0, 0.0, 8.0, 4.0]], dtype=torch.float64)
+    pasted = paste_windows(scores, windows, height=4, width=9)
+    # pixel centres x + 0.5: 2.5 lies on window 0's first edge (inside), 6.5 on its last (outside)
+    np.testing.assert_array_equal(pasted[0, 0].numpy(), [0, 0, 1, 1, 3, 3, 3, 3, 0])
+    summed = paste_windows(scores, windows.float(), height=4, width=9, aggregation="sum")
+    np.testing.assert_array_equal(summed[0, 0].numpy(), [0, 0, 1, 1, 4, 4, 3, 3, 0])

@@ -91,3 +91,113 @@ def test_predictor_applies_its_aggregation_and_ensemble(ensemble, aggregation):
                     else (raw * fcn.clamp(min=0)).softmax(0))
         torch.testing.assert_close(probs["EDeconvNet"][:, y, x], expected)
         torch.testing.assert_close(probs["FCN-8s"][:, y, x], fcn.softmax(0))
+
+
+# --------------------------- build_predictor: the eval.* settings reach it (fast, no evaluation)
+
+
+def _eval_cfg(*overrides: str):
+    from deconvnet.config import load_config
+
+    return load_config(None, list(overrides))
+
+
+def test_build_predictor_takes_every_eval_setting(tiny_checkpoint_factory, tmp_path):
+    from deconvnet.inference.predictor import build_predictor
+    from deconvnet.models import InputNormalizer
+
+    deconv = tiny_checkpoint_factory(tmp_path / "d.ckpt", "deconvnet", input_size=64, weights_style="caffe")
+    fcn = tiny_checkpoint_factory(tmp_path / "f.ckpt", "fcn8s")
+    cfg = _eval_cfg(f"eval.deconvnet_checkpoint={deconv}", f"eval.fcn_checkpoint={fcn}",
+                    "eval.num_proposals=7", "eval.aggregation=sum", "eval.ensemble=product",
+                    "eval.proposal_batch_size=3", "data.context_scale=1.5", "data.square_windows=false",
+                    "model.input_size=224")
+    predictor = build_predictor(cfg)
+    assert (predictor.num_proposals, predictor.aggregation, predictor.ensemble) == (7, "sum", "product")
+    assert predictor.proposal_batch_size == 3
+    assert (predictor.window_scale, predictor.window_square) == (1.5, False)
+    assert predictor.input_size == 64  # the checkpoint's own, not model.input_size
+    assert predictor.networks == ["FCN-8s", "DeconvNet"]
+    # each network behind the normalisation its own weights expect
+    assert isinstance(predictor.deconvnet[0], InputNormalizer) and predictor.deconvnet[0].style == "caffe"
+    assert isinstance(predictor.fcn[0], InputNormalizer) and predictor.fcn[0].style == "torchvision"
+    # extended proposals are windows already: no enlargement
+    extended = build_predictor(_eval_cfg(f"eval.deconvnet_checkpoint={deconv}", "data.proposals.extended=true"))
+    assert (extended.window_scale, extended.window_square) == (1.0, True)
+    assert extended.fcn is None and extended.networks == ["DeconvNet"]
+
+
+def test_load_networks_channels_last_and_a_missing_network(tiny_checkpoint_factory, tmp_path):
+    from deconvnet.inference.predictor import load_networks
+
+    fcn = tiny_checkpoint_factory(tmp_path / "f.ckpt", "fcn8s")
+    deconvnet, loaded_fcn, model = load_networks(_eval_cfg(f"eval.fcn_checkpoint={fcn}", "trainer.channels_last=true"))
+    assert deconvnet is None and model == {}
+    conv = next(m for m in loaded_fcn.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    _, plain, _ = load_networks(_eval_cfg(f"eval.fcn_checkpoint={fcn}"))
+    conv = next(m for m in plain.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous()
+
+
+def test_load_networks_refuses_a_checkpoint_of_the_other_network(tiny_checkpoint_factory, tmp_path):
+    from deconvnet.errors import WeightsError
+    from deconvnet.inference.predictor import load_networks
+
+    fcn = tiny_checkpoint_factory(tmp_path / "f.ckpt", "fcn8s")
+    with pytest.raises(WeightsError):
+        load_networks(_eval_cfg(f"eval.deconvnet_checkpoint={fcn}"))
+    few = tiny_checkpoint_factory(tmp_path / "few.ckpt", "deconvnet", num_classes=5)
+    with pytest.raises(WeightsError):
+        load_networks(_eval_cfg(f"eval.deconvnet_checkpoint={few}"))
+
+
+def test_predictor_defaults_are_the_papers_and_bad_settings_are_named():
+    predictor = EnsemblePredictor(fcn=torch.nn.Conv2d(3, 21, 1))
+    assert (predictor.input_size, predictor.num_proposals, predictor.proposal_batch_size) == (224, 50, 64)
+    assert (predictor.aggregation, predictor.ensemble) == ("max", "mean")
+    assert (predictor.window_scale, predictor.window_square) == (1.2, True)
+    with pytest.raises(ValueError) as error:
+        EnsemblePredictor()
+    assert str(error.value) == "EnsemblePredictor needs a DeconvNet, an FCN-8s or both"
+    with pytest.raises(ValueError) as error:
+        EnsemblePredictor(fcn=torch.nn.Conv2d(3, 21, 1), aggregation="mean")
+    assert str(error.value) == "eval.aggregation must be one of ('max', 'sum'), got 'mean'"
+    with pytest.raises(ValueError) as error:
+        EnsemblePredictor(fcn=torch.nn.Conv2d(3, 21, 1), ensemble="max")
+    assert str(error.value) == "eval.ensemble must be one of ('mean', 'product'), got 'max'"
+
+
+def test_predictor_windows_follow_its_shape_settings():
+    net = torch.nn.Conv2d(3, 21, 1)
+    # no proposals: the whole 20 x 30 image (H x W), enlarged 1.2 times, then squared
+    whole = EnsemblePredictor(deconvnet=net).windows(None, 20, 30)
+    torch.testing.assert_close(whole, torch.tensor([[-3.0, -8.0, 33.0, 28.0]]))
+    box = np.array([[10, 10, 20, 30]], np.float32)  # w 10, h 20
+    flat = EnsemblePredictor(deconvnet=net, window_square=False).windows(box, 40, 40)
+    torch.testing.assert_close(flat, torch.tensor([[9.0, 8.0, 21.0, 32.0]]))
+    square = EnsemblePredictor(deconvnet=net, window_square=True).windows(box, 40, 40)
+    torch.testing.assert_close(square, torch.tensor([[3.0, 8.0, 27.0, 32.0]]))
+
+
+def test_the_default_ensemble_is_the_mean():
+    torch.manual_seed(1)
+    deconv, fcn = torch.randn(3, 2, 2), torch.randn(3, 2, 2)
+    probs = probabilities_from_scores({"DeconvNet": deconv, "FCN-8s": fcn})
+    torch.testing.assert_close(probs["EDeconvNet"], (deconv.softmax(0) + fcn.softmax(0)) / 2)
+
+
+def test_a_checkpoint_without_input_size_or_weights_style_gets_the_configs(tiny_checkpoint_factory, tmp_path):
+    """Older checkpoints record neither: the config's model.input_size and torchvision-style
+    normalisation (the defaults) are used."""
+    from deconvnet.inference.predictor import build_predictor
+
+    path = tiny_checkpoint_factory(tmp_path / "old.ckpt", "deconvnet", input_size=224)
+    checkpoint = torch.load(path, weights_only=False)
+    for key in ("input_size", "weights_style"):
+        del checkpoint["hyper_parameters"]["model"][key]
+    torch.save(checkpoint, path)
+    predictor = build_predictor(_eval_cfg(f"eval.deconvnet_checkpoint={path}", "model.input_size=224"))
+    assert predictor.input_size == 224
+    assert predictor.deconvnet[0].style == "torchvision"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tarfile
 from pathlib import Path
 
@@ -278,3 +279,94 @@ def test_slugs_of_unusual_names_and_archives_elsewhere(tmp_path):
             "results/VOC2012/Segmentation/comp5_test_cls/img1.png"]
     with pytest.raises(FileNotFoundError, match=r"no prediction PNGs in .*fcn8s.*nothing to archive"):
         make_archive(tmp_path / "root", "FCN-8s")
+
+
+# ------------------------------------------------- score: the details mutation testing asked for
+
+
+def _one_pair(tmp_path, gt: np.ndarray, pred: np.ndarray, name: str = "a") -> tuple[Path, Path]:
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir(exist_ok=True), pred_dir.mkdir(exist_ok=True)
+    write_index_png(gt_dir / f"{name}.png", gt)
+    write_index_png(pred_dir / f"{name}.png", pred)
+    return pred_dir, gt_dir
+
+
+def test_top_level_pngs_win_over_a_nested_server_layout(tmp_path):
+    gt = np.array([[0, 1], [1, 1]], np.uint8)
+    pred_dir, gt_dir = _one_pair(tmp_path, gt, gt)  # perfect at the top level
+    nested = pred_dir / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls"
+    nested.mkdir(parents=True)
+    write_index_png(nested / "a.png", np.zeros((2, 2), np.uint8))  # a stale, wrong copy
+    assert score_folders(pred_dir, gt_dir, tmp_path / "out")["score"][1] == 100.0
+
+
+def test_a_comp5_server_layout_is_read(tmp_path):
+    gt = np.array([[0, 1], [1, 1]], np.uint8)
+    pred = np.array([[0, 0], [1, 1]], np.uint8)
+    _, gt_dir = _one_pair(tmp_path, gt, pred)
+    layout = tmp_path / "comp5run"
+    nested = layout / "results" / "VOC2012" / "Segmentation" / "comp5_test_cls"
+    nested.mkdir(parents=True)
+    write_index_png(nested / "a.png", pred)
+    row = score_folders(layout, gt_dir, tmp_path / "out")["score"]
+    np.testing.assert_allclose(row[:2], [50.0, 200 / 3])  # background 1/(1+1), aeroplane 2/(2+1)
+
+
+def test_a_missing_prediction_folder_is_named_as_pred(tmp_path):
+    _, gt_dir = _one_pair(tmp_path, np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8))
+    with pytest.raises(DataError, match=r"^--pred folder not found: .*nowhere$"):
+        score_folders(tmp_path / "nowhere", gt_dir)
+
+
+def test_missing_prediction_hint_only_without_ids(tmp_path):
+    pred_dir, gt_dir, _ = _folders(tmp_path, count=2)
+    (pred_dir / "0001.png").unlink()
+    with pytest.raises(DataError) as without_ids:
+        score_folders(pred_dir, gt_dir)
+    assert str(without_ids.value).endswith("needs a label PNG of the same name "
+                                           "(score one split only with --split/--ids)")
+    with pytest.raises(DataError) as with_ids:
+        score_folders(pred_dir, gt_dir, ids=["0000", "0001"])
+    assert str(with_ids.value).endswith("needs a label PNG of the same name")
+
+
+def test_a_resized_prediction_names_both_sizes_width_first(tmp_path):
+    gt = np.zeros((3, 5), np.uint8)  # 5 wide, 3 high
+    pred_dir, gt_dir = _one_pair(tmp_path, gt, np.zeros((4, 6), np.uint8))
+    with pytest.raises(DataError, match=r"is 6x4 but its ground truth .*a\.png is 5x3: "):
+        score_folders(pred_dir, gt_dir)
+
+
+def test_a_prediction_of_exactly_num_classes_is_an_error(tmp_path):
+    pred = np.zeros((2, 3), np.uint8)
+    pred[1, 2] = 21  # one past tvmonitor
+    pred_dir, gt_dir = _one_pair(tmp_path, np.zeros((2, 3), np.uint8), pred)
+    with pytest.raises(DataError, match=r"holds labels \[21\] outside 0\.\.20$"):
+        score_folders(pred_dir, gt_dir)
+
+
+def test_score_with_fewer_classes_writes_their_header(tmp_path):
+    gt = np.array([[0, 1, 2, 2]], np.uint8)
+    pred_dir, gt_dir = _one_pair(tmp_path, gt, gt)
+    row = score_folders(pred_dir, gt_dir, tmp_path / "out", num_classes=3)["score"]
+    assert row == [100.0, 100.0, 100.0, 100.0]
+    header = (tmp_path / "out" / "results.csv").read_text().splitlines()[0]
+    assert header == "method,class0,class1,class2,mean"  # names only for the 21 VOC classes
+
+
+def test_score_logs_each_class_beside_its_name_and_the_absent_count(tmp_path, caplog):
+    # background IoU 1/2 = 50, aeroplane 2/3; the other 19 classes absent
+    gt = np.array([[0, 1], [1, 1]], np.uint8)
+    pred = np.array([[0, 0], [1, 1]], np.uint8)
+    pred_dir, gt_dir = _one_pair(tmp_path, gt, pred)
+    with caplog.at_level(logging.INFO, logger="deconvnet.inference.score"):
+        score_folders(pred_dir, gt_dir, tmp_path / "out")
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0] == "1 images scored; per-class IoU (%):"
+    assert lines[1].split() == ["background", "50.0"]
+    assert lines[2].split() == ["aeroplane", "66.7"]
+    assert lines[21].split() == ["tvmonitor", "nan"]
+    assert lines[22].split() == ["mean", "58.3"]
+    assert lines[23].endswith("the mean is over the other 2 classes")
+    assert lines[24] == f"written {tmp_path / 'out' / 'results.csv'}"

@@ -129,3 +129,32 @@ def test_unknown_policy_and_optimizer_are_refused():
         build_step_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1), cfg.schedule)
     with pytest.raises(ValueError, match="optim.name"):
         build_optimizer(torch.nn.Conv2d(1, 1, 1), cfg.optim)
+
+
+def test_a_frozen_weight_leaves_its_trainable_bias_grouped():
+    cfg = load_config()
+    conv = torch.nn.Conv2d(1, 2, 1)
+    conv.weight.requires_grad_(False)  # named first: the bias after it must still be seen
+    groups = _groups_by_name(conv, cfg.optim)
+    assert list(groups) == ["biases"] and groups["biases"]["params"] == [conv.bias]
+
+
+def test_gamma_other_than_the_papers_reaches_both_schedules():
+    cfg = load_config(None, ["schedule.step_size=2", "schedule.gamma=0.5"])
+    lrs = _lrs_at({1, 2, 4}, ["schedule.step_size=2", "schedule.gamma=0.5"])
+    assert [lrs[s][0] for s in (1, 2, 4)] == pytest.approx([0.01, 0.005, 0.0025])
+    opt = build_optimizer(torch.nn.Conv2d(1, 1, 1), cfg.optim)
+    plateau = build_plateau_scheduler(opt, OmegaConf.merge(cfg.schedule, {"plateau_patience": 0}))
+    plateau.step(0.5)
+    plateau.step(0.5)  # no gain, patience 0: lr x 0.5
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.005)
+
+
+def test_unknown_names_list_the_valid_ones():
+    cfg = OmegaConf.merge(load_config(), {"schedule": {"policy": "cosine"}, "optim": {"name": "Lion"}})
+    with pytest.raises(ValueError) as policy:
+        build_step_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1), cfg.schedule)
+    assert str(policy.value) == "schedule.policy='cosine' is unknown; valid: step, plateau, constant"
+    with pytest.raises(ValueError) as optimizer:
+        build_optimizer(torch.nn.Conv2d(1, 1, 1), cfg.optim)
+    assert str(optimizer.value) == "optim.name='lion' is unknown; valid: sgd, adam"
