@@ -39,13 +39,6 @@ def _convert_tests():
     return module
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_eval_of_a_converted_caffemodel_gives_the_blobs_forward(synthetic_voc, tmp_path, caffe_writer):
     convert = _convert_tests()

@@ -89,9 +89,9 @@ def test_iterations_are_the_given_number(displaced_edge):
     np.testing.assert_array_equal(dense_crf(image, prob, replace(PRESETS["official"], iterations=1)), colour_edge)
 
 
-def test_deeplab_reaches_an_object_the_official_range_cannot():
-    """A small bright patch 100 px from a large bright object, its unary weakly background:
-    DeepLab's bilateral sxy 121 links it to the object (label 1), the official 20 does not."""
+def _far_patch_scene():
+    """A large bright object and a small bright patch 100 px away, the patch's unary weakly
+    background: (image, two-class probabilities)."""
     height, width = 64, 200
     image = np.full((height, width, 3), 40, np.uint8)
     image[12:52, 8:48] = 200
@@ -99,7 +99,13 @@ def test_deeplab_reaches_an_object_the_official_range_cannot():
     p_one = np.full((height, width), 0.1)
     p_one[12:52, 8:48] = 0.9
     p_one[27:37, 150:160] = 0.4
-    prob = _two_classes(p_one)
+    return image, _two_classes(p_one)
+
+
+def test_deeplab_reaches_an_object_the_official_range_cannot():
+    """A small bright patch 100 px from a large bright object, its unary weakly background:
+    DeepLab's bilateral sxy 121 links it to the object (label 1), the official 20 does not."""
+    image, prob = _far_patch_scene()
     for preset, island in (("official", 0), ("deeplab", 1)):
         labels = dense_crf(image, prob, PRESETS[preset])
         assert (labels[27:37, 150:160] == island).all(), preset
@@ -243,15 +249,9 @@ def test_pool_uses_its_own_parameters_and_closes_its_workers():
     """The deeplab preset through the pool: its labels, not the official ones."""
     import multiprocessing
 
-    height, width = 64, 200
-    image = np.full((height, width, 3), 40, np.uint8)
-    image[12:52, 8:48] = 200
-    image[27:37, 150:160] = 200
-    p_one = np.full((height, width), 0.1)
-    p_one[12:52, 8:48] = 0.9
-    p_one[27:37, 150:160] = 0.4
+    image, prob = _far_patch_scene()
     with CRFPool(PRESETS["deeplab"], workers=1) as pool:
-        pool.submit("island", image, _two_classes(p_one))
+        pool.submit("island", image, prob)
         ((key, labels),) = pool.drain()
     assert key == "island" and (labels[27:37, 150:160] == 1).all()  # official: 0 (test above)
     assert multiprocessing.active_children() == []  # close() waited for the worker

@@ -67,14 +67,6 @@ def _constant_checkpoint(path: Path, name: str, scores: dict[int, float]) -> Pat
     return path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from more threads, and a busy machine makes them wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def setup(synthetic_voc, tmp_path_factory):
