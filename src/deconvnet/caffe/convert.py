@@ -34,7 +34,6 @@ with ``scale_pool4``/``scale_pool3`` layers of 0.01 / 0.0001 gets the at-once sc
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from torch import nn
 
 from deconvnet.caffe.reader import CaffeLayer, CaffeModel, read_caffemodel
 from deconvnet.errors import UserError, WeightsError
+from deconvnet.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -349,14 +349,6 @@ def vgg16_state(model: CaffeModel) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------- writing
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _atomic_save(obj: Any, path: Path) -> None:

@@ -23,7 +23,6 @@ output; the cache records both, so that a change is never served from a stale ca
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import zlib
@@ -34,6 +33,7 @@ import numpy as np
 
 from deconvnet.data.windows import clip_boxes, make_windows, window_params
 from deconvnet.errors import DataError, UserError
+from deconvnet.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +64,6 @@ def finalize(boxes, scores, width: int, height: int, min_size: float, top_k: int
     boxes, scores = boxes[keep], scores[keep]
     order = np.argsort(-scores, kind="stable")[:top_k]
     return np.ascontiguousarray(boxes[order], dtype=np.float32)
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's content (recorded so that a replaced file invalidates the cache)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ProposalGenerator:
@@ -147,7 +138,7 @@ class EdgeBoxes(ProposalGenerator):
         self.max_candidates = int(max_candidates)
         self.edge_model = str(edge_model) if edge_model else None
         self.alpha, self.beta = float(alpha), float(beta)
-        self._edge_model_digest = file_digest(self.edge_model) if self.edge_model else None
+        self._edge_model_digest = file_sha256(self.edge_model) if self.edge_model else None
         self._cv_edges = None
 
     def parameters(self) -> dict[str, Any]:
@@ -269,7 +260,7 @@ class FileBoxes(ProposalGenerator):
             raise UserError(f"data.proposals.file: proposal file not found: {self.path}")
         if self.path.suffix not in (".npz", ".json"):
             raise UserError(f"data.proposals.file: {self.path} must be a .npz or .json file (see FileBoxes)")
-        self._digest = file_digest(self.path)
+        self._digest = file_sha256(self.path)
         self._boxes: dict[str, np.ndarray] | None = None
 
     def parameters(self) -> dict[str, Any]:
