@@ -673,7 +673,296 @@ def test_the_missing_model_warning_names_the_fallback(tmp_path, fresh_warnings, 
     with caplog.at_level(logging.WARNING, logger="deconvnet"):
         assert generators.resolve_edge_model(cfg) is None
     (message,) = [r.getMessage() for r in caplog.records]
-    assert f"so proposals come from {what} (data.proposals.edge_fallback)" in message
+    default = tmp_path / "models" / "model.yml.gz"
+    assert message == (
+        f"no Structured Edge model at {default}, so proposals come from {what} (data.proposals.edge_fallback), "
+        "not the paper's EdgeBoxes on Structured Edges. Get the model with `deconvnet download "
+        f"edge-model --root {default.parent}` (or `make data`); set data.proposals.edge_model=null to silence this.")
     given = tmp_path / "elsewhere.yml.gz"
     cfg.data.proposals.edge_model = str(given)
     assert generators.resolve_edge_model(cfg) == str(given)  # a path is taken as it is
+
+
+# ---------------------------------------------------------------------------- generator contracts
+# What every generator promises its callers (float32 K x 4 boxes, float32 K scores, the
+# parameters the cache records) and each one's use of OpenCV, checked against OpenCV called
+# directly.
+
+
+def test_finalize_returns_contiguous_float32_whatever_it_is_given():
+    boxes = np.array([[0, 0, 50, 40], [10, 10, 90, 90]], np.float64)  # float64, scores K x 1
+    out = generators.finalize(boxes, [[1], [2]], 100, 100, min_size=10, top_k=5)
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, [[10, 10, 90, 90], [0, 0, 50, 40]])
+    empty = generators.finalize([], [], 100, 100, min_size=10, top_k=5)
+    assert empty.shape == (0, 4) and empty.dtype == np.float32
+
+
+def test_finalize_keeps_the_given_order_among_equal_scores():
+    """Ties (e.g. the file method's rank scores after a merge) keep their input order: an
+    unstable sort reorders them between runs of numpy and so changes the top-k."""
+    boxes = np.array([[i, 0, i + 50, 50] for i in range(40)], np.float32)
+    scores = np.array([1, 0] * 20, np.float32)
+    out = generators.finalize(boxes, scores, 200, 100, min_size=10, top_k=40, clip=False)
+    expected = list(range(0, 40, 2)) + list(range(1, 40, 2))
+    np.testing.assert_array_equal(out[:, 0], expected)
+
+
+def test_a_generator_finalizes_with_its_own_window_and_clipping_rules():
+    generator = generators.ProposalGenerator()
+    generator.window, generator.clip = {"context_scale": 1.2, "square": True}, False
+    # 100 x 100: its 120 x 120 window passes min_size 112 (the box alone would not);
+    # not clipped, so it still crosses the left border
+    out = generator.finalize(np.array([[-10, 0, 90, 100]], np.float32), [1.0], 200, 200, 112, 5)
+    np.testing.assert_array_equal(out, [[-10, 0, 90, 100]])
+    assert generator.selection() == {"min_size_on": "window", "clip": False,
+                                     "window": {"context_scale": 1.2, "square": True}}
+
+
+def test_xywh_rectangles_become_corner_boxes():
+    np.testing.assert_array_equal(generators._xywh_to_xyxy([[5, 7, 30, 10], [0, 1, 2, 40]]),
+                                  [[5, 7, 35, 17], [0, 1, 2, 41]])
+
+
+def test_pickled_generators_drop_their_opencv_objects_only():
+    generator = generators.EdgeBoxes(max_candidates=7)
+    generator._cv_edges = object()  # stands for OpenCV's detector, which does not pickle
+    state = generator.__getstate__()
+    assert state["_cv_edges"] is None and state["max_candidates"] == 7 and state["alpha"] == 0.65
+
+
+def _edgeboxes_from_opencv(image, alpha, beta, max_boxes):
+    """OpenCV's EdgeBoxes on the fallback edges, called directly: x1, y1, x2, y2 and scores."""
+    import cv2
+
+    edges, orientation = edge_map(image)
+    rects, scores = cv2.ximgproc.createEdgeBoxes(alpha=alpha, beta=beta, maxBoxes=max_boxes) \
+        .getBoundingBoxes(edges, orientation)
+    rects = np.asarray(rects, np.float32).reshape(-1, 4)
+    return np.c_[rects[:, :2], rects[:, :2] + rects[:, 2:]], np.asarray(scores).reshape(-1)
+
+
+def test_edgeboxes_passes_alpha_beta_and_the_box_count_to_opencv():
+    image, _ = _rectangle_image()
+    image[100:150, 10:60] = (20, 200, 30)  # two more objects: enough boxes for every setting
+    image[5:40, 150:195] = (250, 250, 0)
+    boxes, scores = generators.EdgeBoxes(max_candidates=25, alpha=0.5, beta=0.9).propose_image(image)
+    expected_boxes, expected_scores = _edgeboxes_from_opencv(image, 0.5, 0.9, 25)
+    assert len(boxes) == 25 and scores.dtype == np.float32
+    np.testing.assert_array_equal(boxes, expected_boxes)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+    # the settings matter on this image, so a setting that did not reach OpenCV would show
+    assert not np.array_equal(boxes, _edgeboxes_from_opencv(image, 0.65, 0.75, 25)[0])
+    assert len(_edgeboxes_from_opencv(image, 0.5, 0.9, 2000)[0]) > 25
+    defaults = generators.EdgeBoxes()
+    assert (defaults.max_candidates, defaults.alpha, defaults.beta) == (2000, 0.65, 0.75)
+
+
+def _fake_opencv_edgeboxes(monkeypatch, found):
+    """cv2.ximgproc.createEdgeBoxes replaced by one whose getBoundingBoxes returns ``found``."""
+    import cv2
+
+    class FakeEdgeBoxes:
+        def getBoundingBoxes(self, edges, orientation):
+            return found
+
+    monkeypatch.setattr(cv2.ximgproc, "createEdgeBoxes", lambda **kwargs: FakeEdgeBoxes())
+
+
+def test_edgeboxes_from_an_opencv_without_scores_ranks_by_order(monkeypatch):
+    """Older OpenCV returns only the rectangles, best first: the score is minus the rank."""
+    image, _ = _rectangle_image()
+    _fake_opencv_edgeboxes(monkeypatch, np.array([[0, 0, 40, 20], [5, 5, 10, 30], [1, 2, 3, 4]]))
+    boxes, scores = generators.EdgeBoxes().propose_image(image)
+    np.testing.assert_array_equal(boxes, [[0, 0, 40, 20], [5, 5, 15, 35], [1, 2, 4, 6]])
+    assert scores.dtype == np.float32 and scores.tolist() == [0, -1, -2]
+    _fake_opencv_edgeboxes(monkeypatch, (np.array([[0, 0, 40, 20]]), np.array([[0.25]])))
+    boxes, scores = generators.EdgeBoxes().propose_image(image)
+    assert boxes.tolist() == [[0, 0, 40, 20]] and scores.dtype == np.float32 and scores.tolist() == [0.25]
+
+
+@pytest.mark.parametrize("found", [((), ()), None])
+def test_edgeboxes_finding_nothing_gives_empty_float32_arrays(monkeypatch, found):
+    image, _ = _rectangle_image()
+    _fake_opencv_edgeboxes(monkeypatch, found)
+    boxes, scores = generators.EdgeBoxes().propose_image(image)
+    assert boxes.shape == (0, 4) and boxes.dtype == np.float32
+    assert scores.shape == (0,) and scores.dtype == np.float32
+
+
+def test_structured_edges_get_the_image_as_rgb_in_0_1(tmp_path):
+    """The Structured Edge detector (its model cannot be downloaded here) is given float32
+    RGB scaled to [0, 1], and its NMS-thinned edges and orientation go to EdgeBoxes."""
+    seen = {}
+
+    class FakeDetector:
+        def detectEdges(self, image):
+            seen["image"] = image
+            return np.zeros(image.shape[:2], np.float32)
+
+        def computeOrientation(self, edges):
+            return np.ones_like(edges)
+
+        def edgesNms(self, edges, orientation):
+            seen["nms"] = orientation
+            return edges + 2
+
+    model = tmp_path / "model.yml.gz"
+    model.write_bytes(b"stands for the model")
+    generator = generators.EdgeBoxes(edge_model=str(model))
+    generator._cv_edges = FakeDetector()
+    image = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3) * 4
+    edges, orientation = generator._edges(image)
+    assert seen["image"].dtype == np.float32
+    np.testing.assert_allclose(seen["image"], image / 255.0, rtol=1e-6)
+    assert np.all(edges == 2) and np.all(orientation == 1) and np.all(seen["nms"] == 1)
+
+
+def test_edgeboxes_messages_say_what_is_wrong_and_how_to_fix_it(monkeypatch, tmp_path):
+    with pytest.raises(UserError) as missing:
+        generators.EdgeBoxes(edge_model=str(tmp_path / "model.yml.gz"))
+    assert str(missing.value) == (
+        f"data.proposals.edge_model: structured-edge model file not found: {tmp_path / 'model.yml.gz'}. "
+        "Get it with `deconvnet download edge-model --root DIR` and give DIR/model.yml.gz, "
+        "or set it to null to use data.proposals.edge_fallback.")
+    import cv2
+
+    for ximgproc in (types.SimpleNamespace(segmentation=None), None):
+        if ximgproc is None:
+            monkeypatch.delattr(cv2, "ximgproc")
+        else:
+            monkeypatch.setattr(cv2, "ximgproc", ximgproc)
+        with pytest.raises(UserError) as no_contrib:
+            generators.EdgeBoxes()
+        assert str(no_contrib.value) == (
+            "EdgeBoxes needs OpenCV's contrib modules (cv2.ximgproc.createEdgeBoxes), but the "
+            "installed cv2 lacks them: the plain opencv-python(-headless) that albumentations "
+            "pulls in has overwritten the contrib build. Fix it with `pip install --no-deps "
+            "--force-reinstall opencv-contrib-python-headless` (or `make setup`).")
+
+
+def test_selective_search_without_contrib_says_how_to_fix(monkeypatch):
+    import cv2
+
+    for ximgproc in (types.SimpleNamespace(createEdgeBoxes=None), None):
+        if ximgproc is None:
+            monkeypatch.delattr(cv2, "ximgproc")
+        else:
+            monkeypatch.setattr(cv2, "ximgproc", ximgproc)
+        with pytest.raises(UserError) as no_contrib:
+            generators.SelectiveSearch()
+        assert str(no_contrib.value) == (
+            "selective search needs OpenCV's contrib modules (cv2.ximgproc.segmentation); "
+            "reinstall with `pip install --no-deps --force-reinstall opencv-contrib-python-headless`")
+
+
+def test_selective_search_runs_on_the_bgr_image_with_c_rand_seeded():
+    """Against OpenCV called directly: BGR input, srand(SELECTIVE_SEARCH_SEED) first."""
+    import ctypes
+
+    import cv2
+
+    image, _ = _rectangle_image()
+    image = image[::2, ::2].copy()
+    image[:, :50] = (30, 90, 200)  # a region whose colour order matters
+    boxes, scores = generators.SelectiveSearch(max_candidates=40).propose_image(image)
+    assert generators.SelectiveSearch().parameters() == {"mode": "fast", "max_candidates": 2000, "rand_seed": 0}
+    ctypes.CDLL(None).srand(ctypes.c_uint(generators.SELECTIVE_SEARCH_SEED))
+    search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    search.setBaseImage(np.ascontiguousarray(image[:, :, ::-1]))
+    search.switchToSelectiveSearchFast()
+    rects = search.process()[:40].astype(np.float32)
+    np.testing.assert_array_equal(boxes, np.c_[rects[:, :2], rects[:, :2] + rects[:, 2:]])
+    assert scores.dtype == np.float32 and scores.tolist() == [-float(k) for k in range(len(boxes))]
+
+
+def test_c_rand_is_seeded_with_the_given_seed_and_a_libc_without_srand_is_a_user_error(monkeypatch):
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    libc.srand(ctypes.c_uint(5))
+    expected = [libc.rand() for _ in range(3)]
+    generators._seed_c_rand(5)
+    assert [libc.rand() for _ in range(3)] == expected
+
+    def no_libc(name):
+        raise OSError("no such library")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    with pytest.raises(UserError) as err:
+        generators._seed_c_rand(0)
+    assert str(err.value) == (
+        "selective search cannot seed the C library's rand() here (no such library), so its ranking "
+        "would depend on the order of images; use data.proposals.method=edgeboxes")
+
+
+def test_file_boxes_are_float32_whatever_the_file_holds(tmp_path):
+    reader = _FakeReader(["a"], [(100, 100)])
+    path = tmp_path / "boxes.json"
+    path.write_text(json.dumps({"a": [[0, 0, 50, 50], [10, 10, 90, 90]]}))  # integers, no score
+    boxes, scores = generators.FileBoxes(str(path)).propose(reader, 0)
+    assert boxes.dtype == np.float32 and scores.dtype == np.float32 and scores.tolist() == [0, -1]
+
+
+class _InstanceReader:
+    """A reader with given instance boxes per image (the oracle reads only these)."""
+
+    split, has_labels = "train", True
+
+    def __init__(self, boxes_per_image):
+        self.ids = [f"img{i}" for i in range(len(boxes_per_image))]
+        self._boxes = boxes_per_image
+
+    def instances(self, i):
+        return [types.SimpleNamespace(box=np.array(box)) for box in self._boxes[i]]
+
+
+def test_the_oracle_jitters_each_side_within_its_fraction_of_the_box_size():
+    boxes = [[10, 20, 210, 60], [300, 100, 320, 400]]  # 200 x 40 and 20 x 300: sides differ
+    reader = _InstanceReader([boxes, []])
+    oracle = generators.GroundTruthOracle(jitters=50, jitter=0.1, seed=3)
+    out, scores = oracle.propose(reader, 0)
+    assert out.dtype == np.float32 and scores.dtype == np.float32 and out.shape == (2 * 51, 4)
+    np.testing.assert_array_equal(out[:2], boxes)
+    tight = np.array(boxes, np.float32)
+    sizes = np.c_[tight[:, 2] - tight[:, 0], tight[:, 3] - tight[:, 1]][:, [0, 1, 0, 1]]
+    offsets = (out[2:].reshape(50, 2, 4) - tight) / sizes  # in units of the box's own size
+    assert np.all(np.abs(offsets) <= 0.1 + 1e-5)
+    assert offsets.min() < -0.08 and offsets.max() > 0.08  # both ways, up to the fraction
+    expected_scores = [1.0, 1.0] + [np.float32(0.5 - 0.01 * j) for j in range(50) for _ in range(2)]
+    np.testing.assert_array_equal(scores, expected_scores)
+    other_seed, _ = generators.GroundTruthOracle(jitters=50, jitter=0.1, seed=4).propose(reader, 0)
+    assert not np.array_equal(out, other_seed)
+    empty_boxes, empty_scores = oracle.propose(reader, 1)
+    assert empty_boxes.shape == (0, 4) and empty_boxes.dtype == np.float32
+    assert empty_scores.shape == (0,) and empty_scores.dtype == np.float32
+
+
+def test_the_oracle_records_its_settings_and_refuses_a_split_without_labels():
+    assert generators.GroundTruthOracle().parameters() == {"boxes": "tight", "jitters": 3, "jitter": 0.1, "seed": 0}
+    reader = _InstanceReader([])
+    reader.has_labels, reader.split = False, "test"
+    with pytest.raises(DataError) as err:
+        generators.GroundTruthOracle().check(reader)
+    assert str(err.value) == ("proposal method ground_truth reads the annotations, but split 'test' "
+                              "has none; use edgeboxes, selective_search or file")
+
+
+def test_proposal_settings_outside_their_choices_name_the_key_and_the_choices(synthetic_voc, tmp_path):
+    """load_config checks the choices; a config changed after loading (a sweep agent, a
+    notebook) meets the generator's own check."""
+    def error(**changes):
+        cfg = make_cfg(synthetic_voc, tmp_path, "data.proposals.method=edgeboxes", "data.proposals.edge_model=null")
+        for key, value in changes.items():
+            cfg.data.proposals[key] = value
+        with pytest.raises(UserError) as err:
+            generators.build_generator(cfg)
+        return str(err.value)
+
+    assert error(min_size_on="edge") == "data.proposals.min_size_on: unknown value 'edge'; choose one of window, box"
+    assert error(edge_fallback="canny") == \
+        "data.proposals.edge_fallback: unknown value 'canny'; choose one of gradient, selective_search"
+    generator = generators.build_generator(make_cfg(
+        synthetic_voc, tmp_path, "data.proposals.method=edgeboxes", "data.proposals.edge_model=null",
+        "data.proposals.max_candidates=123"))
+    assert isinstance(generator, generators.EdgeBoxes) and generator.max_candidates == 123
