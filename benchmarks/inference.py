@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from deconvnet.data.windows import crop_boxes_batched
 from deconvnet.inference.crf import PRESETS, CRFPool, default_workers, dense_crf
-from deconvnet.inference.instance import instance_scores
+from deconvnet.inference.instance import forward_in_chunks, instance_scores, paste_windows
 from deconvnet.inference.predictor import with_normalizer
 from deconvnet.models import DeconvNet
 
@@ -47,13 +47,19 @@ def random_windows(num: int, height: int, width: int, min_size: int, seed: int) 
 
 
 @torch.no_grad()
-def per_proposal_loop(network, image: torch.Tensor, windows: torch.Tensor, input_size: int) -> torch.Tensor:
-    """The official script's loop: one window at a time, max-merged into a zero accumulator."""
+def per_proposal_loop(network, image: torch.Tensor, windows: torch.Tensor, input_size: int,
+                      forward_seconds: list[float] | None = None) -> torch.Tensor:
+    """The official script's loop: one window at a time, max-merged into a zero accumulator.
+    ``forward_seconds`` (if given) receives the time spent in the network's forwards."""
     height, width = image.shape[-2:]
     total = None
     for x1, y1, x2, y2 in windows.int().tolist():
         crop = crop_boxes_batched(image.float(), [windows.new_tensor([[x1, y1, x2, y2]])], input_size)
+        start = time.perf_counter()
         scores = network(crop).float()
+        _sync(scores.device)
+        if forward_seconds is not None:
+            forward_seconds.append(time.perf_counter() - start)
         if total is None:
             total = scores.new_zeros(scores.shape[1:2] + (height, width))
         resized = F.interpolate(scores, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False)[0]
@@ -64,6 +70,19 @@ def per_proposal_loop(network, image: torch.Tensor, windows: torch.Tensor, input
     return total
 
 
+def _best_of(fn, device: torch.device, repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn`` after one warm-up call."""
+    fn()  # warm-up (cudnn autotune, allocator)
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def bench_instance(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -72,35 +91,39 @@ def bench_instance(args: argparse.Namespace) -> dict:
         if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             torch.nn.init.kaiming_normal_(module.weight)
     network = with_normalizer(net, "torchvision").to(device).eval()
+    if args.channels_last:  # as the predictor does with trainer.channels_last (both paths)
+        network.to(memory_format=torch.channels_last)
     height, width = args.height, args.width_px
     image = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8, device=device)
     windows = random_windows(args.proposals, height, width, min(112, min(height, width)), seed=0).to(device)
 
-    def batched():
-        with torch.no_grad():
-            return instance_scores(network, image, windows, args.input_size, "max", args.batch_size)
-
-    def loop():
-        return per_proposal_loop(network, image, windows, args.input_size)
-
-    results = {}
-    outputs = {}
-    for name, fn in (("batched", batched), ("loop", loop)):
-        outputs[name] = fn()  # warm-up (cudnn autotune, allocator)
-        _sync(device)
-        times = []
+    with torch.no_grad():
+        batched = instance_scores(network, image, windows, args.input_size, "max", args.batch_size)
+        looped = per_proposal_loop(network, image, windows, args.input_size)
+        batched_s = _best_of(lambda: instance_scores(
+            network, image, windows, args.input_size, "max", args.batch_size), device, args.repeats)
+        loop_s = _best_of(lambda: per_proposal_loop(network, image, windows, args.input_size),
+                          device, args.repeats)
+        # where the time goes: the network against everything else, in each path
+        crops = crop_boxes_batched(image.float(), [windows], args.input_size)
+        forward_s = _best_of(lambda: forward_in_chunks(network, crops, args.batch_size), device, args.repeats)
+        scores = forward_in_chunks(network, crops, args.batch_size)
+        paste_s = _best_of(lambda: paste_windows(scores, windows, height, width, "max"), device, args.repeats)
+        loop_forward_s = []
         for _ in range(args.repeats):
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - start)
-        results[f"{name}_s"] = min(times)
-    diff = (outputs["batched"] - outputs["loop"]).abs().max().item()
-    scale = outputs["loop"].abs().max().item()
+            seconds: list[float] = []
+            per_proposal_loop(network, image, windows, args.input_size, seconds)
+            loop_forward_s.append(sum(seconds))
+    diff = (batched - looped).abs().max().item()
+    scale = looped.abs().max().item()
     return {
         "device": str(device), "image": [height, width], "proposals": args.proposals,
         "input_size": args.input_size, "width": args.width, "batch_size": args.batch_size,
-        **results, "speedup": results["loop_s"] / results["batched_s"],
+        "channels_last": args.channels_last,
+        "batched_s": batched_s, "loop_s": loop_s, "speedup": loop_s / batched_s,
+        "forward_s": {"batched": forward_s, "loop": min(loop_forward_s),
+                      "speedup": min(loop_forward_s) / forward_s},
+        "paste_s": {"batched": paste_s, "loop_rest": loop_s - min(loop_forward_s)},
         "max_abs_diff": diff, "max_abs_score": scale,
         "same_within_tolerance": bool(diff <= 1e-4 * max(1.0, scale)),
     }
@@ -166,6 +189,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--width-px", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--channels-last", action="store_true",
+                        help="channels_last network and windows in both paths (trainer.channels_last)")
     parser.add_argument("--crf-images", type=int, default=8)
     parser.add_argument("--crf-workers", type=int, default=0, help="0: all cores")
     parser.add_argument("--skip", choices=["instance", "crf"], default=None)

@@ -960,6 +960,8 @@ def test_proposal_settings_outside_their_choices_name_the_key_and_the_choices(sy
         return str(err.value)
 
     assert error(min_size_on="edge") == "data.proposals.min_size_on: unknown value 'edge'; choose one of window, box"
+    assert error(method="sift") == ("data.proposals.method: unknown method 'sift'; "
+                                    "choose one of edgeboxes, selective_search, file, ground_truth")
     assert error(edge_fallback="canny") == \
         "data.proposals.edge_fallback: unknown value 'canny'; choose one of gradient, selective_search"
     generator = generators.build_generator(make_cfg(
