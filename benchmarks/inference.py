@@ -5,7 +5,8 @@
    forwards in chunks, one grid_sample paste-back) against a per-proposal loop as in the
    official MATLAB script (crop one window, forward it, resize its scores to the box,
    max-merge into the accumulator), on the same image and windows. Reports both times,
-   the speed-up and the largest difference between the two score maps.
+   the speed-up, the time each path spends in the network's forwards (the rest is the
+   crops and the paste-back) and the largest difference between the two score maps.
 2. The dense CRF: N images through :class:`~deconvnet.inference.crf.CRFPool` against one
    process running them one after the other (same labels required).
 
