@@ -53,6 +53,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "tests/inference/test_ensemble.py::test_the_evaluator_needs_exactly_one_source_of_scores",
         "tests/inference/test_ensemble.py::test_the_evaluator_passes_each_images_proposals_and_caches_its_scores",
         "tests/inference/test_eval_settings.py::test_the_ensemble_setting_decides_the_edeconvnet_labels",
+        "tests/inference/test_ensemble_lifecycle.py",
     ]),
 }
 # what the tests read besides src/ and tests/
