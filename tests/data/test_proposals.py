@@ -126,19 +126,6 @@ def test_edgeboxes_boxes_of_an_image_do_not_depend_on_the_images_before_it(synth
     assert len(first) > 0 and np.array_equal(first, again)
 
 
-def test_edgeboxes_without_contrib_build_says_how_to_fix(monkeypatch):
-    import cv2
-
-    monkeypatch.setattr(cv2, "ximgproc", types.SimpleNamespace(segmentation=None))
-    with pytest.raises(UserError, match="opencv-contrib-python-headless"):
-        generators.EdgeBoxes()
-
-
-def test_edgeboxes_missing_model_file_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="edge_model"):
-        generators.EdgeBoxes(edge_model=str(tmp_path / "model.yml.gz"))
-
-
 def test_selective_search_ranks_boxes():
     image, truth = _rectangle_image()
     boxes, scores = generators.SelectiveSearch(max_candidates=300).propose_image(image[::2, ::2].copy())
@@ -825,33 +812,34 @@ def test_edgeboxes_messages_say_what_is_wrong_and_how_to_fix_it(monkeypatch, tmp
         f"data.proposals.edge_model: structured-edge model file not found: {tmp_path / 'model.yml.gz'}. "
         "Get it with `deconvnet download edge-model --root DIR` and give DIR/model.yml.gz, "
         "or set it to null to use data.proposals.edge_fallback.")
-    import cv2
-
-    for ximgproc in (types.SimpleNamespace(segmentation=None), None):
-        if ximgproc is None:
-            monkeypatch.delattr(cv2, "ximgproc")
-        else:
-            monkeypatch.setattr(cv2, "ximgproc", ximgproc)
-        with pytest.raises(UserError) as no_contrib:
-            generators.EdgeBoxes()
-        assert str(no_contrib.value) == (
+    for message in _errors_without_contrib(monkeypatch, generators.EdgeBoxes, segmentation=None):
+        assert message == (
             "EdgeBoxes needs OpenCV's contrib modules (cv2.ximgproc.createEdgeBoxes), but the "
             "installed cv2 lacks them: the plain opencv-python(-headless) that albumentations "
             "pulls in has overwritten the contrib build. Fix it with `pip install --no-deps "
             "--force-reinstall opencv-contrib-python-headless` (or `make setup`).")
 
 
-def test_selective_search_without_contrib_says_how_to_fix(monkeypatch):
+def _errors_without_contrib(monkeypatch, make, **other_parts) -> list[str]:
+    """The UserError messages of ``make()`` with a cv2 whose ximgproc has only
+    ``other_parts``, and with a cv2 without ximgproc."""
     import cv2
 
-    for ximgproc in (types.SimpleNamespace(createEdgeBoxes=None), None):
+    messages = []
+    for ximgproc in (types.SimpleNamespace(**other_parts), None):
         if ximgproc is None:
             monkeypatch.delattr(cv2, "ximgproc")
         else:
             monkeypatch.setattr(cv2, "ximgproc", ximgproc)
-        with pytest.raises(UserError) as no_contrib:
-            generators.SelectiveSearch()
-        assert str(no_contrib.value) == (
+        with pytest.raises(UserError) as err:
+            make()
+        messages.append(str(err.value))
+    return messages
+
+
+def test_selective_search_without_contrib_says_how_to_fix(monkeypatch):
+    for message in _errors_without_contrib(monkeypatch, generators.SelectiveSearch, createEdgeBoxes=None):
+        assert message == (
             "selective search needs OpenCV's contrib modules (cv2.ximgproc.segmentation); "
             "reinstall with `pip install --no-deps --force-reinstall opencv-contrib-python-headless`")
 
