@@ -65,12 +65,14 @@ def stages(monkeypatch):
 
 
 @pytest.mark.parametrize(("crf", "crf_workers", "workers", "asked"), [
-    (PRESETS["official"], 0, 3, [1]),  # 0: the cores of the node, shared by its processes
-    (PRESETS["official"], 2, 2, []),  # as given
+    (PRESETS["official"], None, 3, [1]),  # by default the cores of the node, shared by its processes
+    (PRESETS["official"], 0, 3, [1]),  # 0: the same
+    (PRESETS["official"], 1, 1, []),  # as given
+    (PRESETS["official"], 2, 2, []),
     (None, 0, 0, []),  # no CRF: no workers
 ])
 def test_the_crf_stage_gets_the_workers_asked_for(scenes, tmp_path, stages, crf, crf_workers, workers, asked):
-    evaluator = _evaluator(crf=crf, crf_workers=crf_workers)
+    evaluator = _evaluator(crf=crf, **({} if crf_workers is None else {"crf_workers": crf_workers}))
     _trainer(tmp_path).test(evaluator, dataloaders=scene_loader(scenes[:1]), verbose=False)
     made, asked_about = stages
     assert made == [(crf, workers)] and asked_about == asked
@@ -123,3 +125,24 @@ def test_an_unlabelled_split_writes_no_scores(scenes, tmp_path):
     assert evaluator.rows == {} and not (out / "results.csv").exists()
     assert all(confusion.sum() == 0 for confusion in evaluator.results.values())
     assert (out / "overlays" / "img000.png").is_file()  # the pictures are still written
+
+
+@pytest.mark.parametrize("crf", [None, PRESETS["official"]])
+def test_the_pictures_get_the_image_its_ground_truth_and_uint8_labels(scenes, tmp_path, monkeypatch, crf):
+    """What the overlay and prediction writer receives, with and without the CRF: the RGB
+    image, the ground truth and every row's labels as uint8 (only for the images it keeps)."""
+    received = []
+    monkeypatch.setattr(EvalOutputs, "image_done", lambda self, *args: received.append(args))
+    evaluator = _evaluator(crf=crf, crf_workers=1, outputs=EvalOutputs(tmp_path / "out", overlays=1))
+    _trainer(tmp_path).test(evaluator, dataloaders=scene_loader(scenes[:2]), verbose=False)
+    ((image_id, index, rgb, ground_truth, labels),) = received  # overlays=1: img000 only
+    image, gt = scenes[0]
+    assert (image_id, index) == ("img000", 0)
+    np.testing.assert_array_equal(rgb, image)
+    assert ground_truth.dtype == np.uint8
+    np.testing.assert_array_equal(ground_truth, gt)
+    assert list(labels) == (["DeconvNet"] if crf is None else ["DeconvNet", "DeconvNet+CRF"])
+    assert all(lab.dtype == np.uint8 for lab in labels.values())
+    ys, xs = np.mgrid[0:gt.shape[0], 0:gt.shape[1]] + 0.5  # the window of [8, 8, 40, 40]: [4.8, 43.2)
+    inside = (xs >= 4.8) & (xs < 43.2) & (ys >= 4.8) & (ys < 43.2)
+    np.testing.assert_array_equal(labels["DeconvNet"], inside.astype(np.uint8))
