@@ -177,38 +177,46 @@ def test_temporary_files_of_killed_writers_are_removed_by_the_next_run(tiny, tmp
     assert sorted(p.name for p in ckpt.iterdir()) == sorted(["final.ckpt", "last.ckpt", live.name])
 
 
+EPOCH_BATCHES = 23  # the tiny stage-1 run: 95 training windows in batches of 4, the last dropped
+
+
 @pytest.mark.slow
-def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(tiny, tmp_path):
+@pytest.mark.parametrize("saved_at", [2, EPOCH_BATCHES], ids=["mid-epoch", "epoch-end"])
+def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(tiny, tmp_path, saved_at):
     """#13.5: a killed and resumed run ended up to 10.7 away from an uninterrupted one (the
-    loader restarted its epoch with a new shuffle; the random generators were not restored)."""
-    common = dict(schedule__max_steps=6, schedule__val_every_n_steps=2, optim__lr=0.01)
+    loader restarted its epoch with a new shuffle; the random generators were not restored).
+    Also from a checkpoint written after an epoch's last batch: no batch of that epoch is
+    left, and the next epoch's loader draws its seeds from the restored generators."""
+    common = dict(schedule__max_steps=saved_at + 4, schedule__val_every_n_steps=saved_at, optim__lr=0.01)
     straight = tiny("straight", **common)
     assert main(["train", str(RECIPE), *straight]) == 0
 
     resumed = tiny("resumed", **common)
-    child = _run_child("""
+    child = _run_child(f"""
         import os, signal
         from lightning.pytorch.callbacks import Callback
         from deconvnet.config import load_config
         from deconvnet.training.run import train
 
-        class KillAtStep3(Callback):  # kill -9 before step 3 (last.ckpt is at step 2)
+        class KillAfterTheCheckpoint(Callback):  # kill -9 before the step after last.ckpt
             def on_train_batch_start(self, trainer, *args):
-                if trainer.global_step == 3:
+                if trainer.global_step == {saved_at + 1}:
                     os.kill(os.getpid(), signal.SIGKILL)
 
-        train(load_config(RECIPE, OVERRIDES), callbacks=[KillAtStep3()])
+        train(load_config(RECIPE, OVERRIDES), callbacks=[KillAfterTheCheckpoint()])
     """, resumed)
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     out = tmp_path / "resumed"
     last = torch.load(out / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
-    assert last["global_step"] == 2 and not (out / "checkpoints/final.ckpt").exists()
+    assert last["global_step"] == saved_at and not (out / "checkpoints/final.ckpt").exists()
+    assert last["callbacks"]["ExactResume"]["batches_done"] == saved_at  # all of epoch 0, or 2 batches
     assert main(["train", str(RECIPE), *resumed]) == 0
 
     for name in ("last.ckpt", "final.ckpt"):
         a = torch.load(tmp_path / "straight/checkpoints" / name, map_location="cpu", weights_only=True)
         b = torch.load(out / "checkpoints" / name, map_location="cpu", weights_only=True)
-        assert a["global_step"] == b["global_step"] == 6
+        assert a["global_step"] == b["global_step"] == saved_at + 4
+        assert a["epoch"] == b["epoch"]  # the same epoch count (the shuffle of a DDP run follows it)
         assert a["state_dict"].keys() == b["state_dict"].keys()
         for key, value in a["state_dict"].items():
             assert torch.equal(value, b["state_dict"][key]), f"{name}: {key} differs"

@@ -5,7 +5,8 @@ What a ``last.ckpt`` needs besides the weights, optimiser and step (Lightning's 
 
 - the position in the epoch: the training loader's sampler (:class:`ResumableRandomSampler`,
   :class:`ResumableDistributedSampler`) keeps the epoch's order and, resumed, starts at the
-  batch where the run stopped instead of at a new shuffle of the whole epoch;
+  batch where the run stopped instead of at a new shuffle of the whole epoch (a run saved
+  after an epoch's last batch goes on with the next epoch, as Lightning does);
 - every random generator: Python's, NumPy's, torch's (CPU and CUDA) as they were when the
   checkpoint was written (restored just before the next training step), and the
   augmentation's (albumentations' own generators, as they were before the next batch was
@@ -242,7 +243,11 @@ class ExactResume(Callback):
         state, self._loaded = self._loaded, None
         if state is None or self.sampler is None:
             return
-        if state.get("epoch_seed") is not None:
+        # Saved after an epoch's last batch, the run goes on with the next epoch, whose
+        # loader draws its seeds from the generators: restore them now, before it starts.
+        # Saved within an epoch, the run finishes that epoch's order from the next batch.
+        epoch_finished = int(state["batches_done"]) >= trainer.num_training_batches
+        if state.get("epoch_seed") is not None and not epoch_finished:
             self.sampler.resume_at = (int(state["epoch_seed"]), int(state["batches_done"]))
             self._batches_done = int(state["batches_done"])
         pipeline = _augmentation(self.dataset)
@@ -251,7 +256,10 @@ class ExactResume(Callback):
             size = self.crop_size
             self.dataset.augment(np.zeros((size, size, 3), np.uint8), np.zeros((size, size), np.uint8))
             _set_augmentation_state(pipeline, state["augmentation"])
-        self._rng_to_restore = state["rng"]
+        if epoch_finished:
+            _set_global_rng(state["rng"])
+        else:
+            self._rng_to_restore = state["rng"]
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
                              batch_idx: int) -> None:
