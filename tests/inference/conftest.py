@@ -9,6 +9,7 @@ aggregation, scoring) shows up as IoU below 100%.
 
 from __future__ import annotations
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -65,6 +66,23 @@ class ColourOracle(nn.Module):
         nearest = dist.argmin(1)
         onehot = torch.nn.functional.one_hot(nearest, self.colours.shape[0]).permute(0, 3, 1, 2)
         return onehot.float() * 20 - 10
+
+
+class AlwaysAeroplane(nn.Module):
+    """A fake network that says "aeroplane" (class 1) at every pixel of every window."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], NUM_CLASSES, *x.shape[2:])
+        out[:, 1] = 1
+        return out
+
+
+def eval_trainer(**kwargs) -> L.Trainer:
+    """A quiet one-process CPU Trainer for ``trainer.test`` of an evaluator (``kwargs`` override)."""
+    options = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, enable_checkpointing=False,
+                   use_distributed_sampler=False)
+    return L.Trainer(**{**options, **kwargs})
 
 
 class SceneDataset(Dataset):

@@ -3,7 +3,6 @@ and two DDP processes count exactly the pixels one process counts."""
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -16,14 +15,7 @@ from deconvnet.inference.outputs import EvalOutputs
 from deconvnet.inference.predictor import EnsemblePredictor
 from deconvnet.metrics import METHODS, read_results_csv, results_header
 
-from .conftest import ColourOracle, scene_loader
-
-
-def _trainer(**kwargs) -> L.Trainer:
-    options = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                   enable_model_summary=False, enable_checkpointing=False,
-                   use_distributed_sampler=False)
-    return L.Trainer(**{**options, **kwargs})
+from .conftest import AlwaysAeroplane, ColourOracle, eval_trainer, scene_loader
 
 
 def _oracle_proposals(scenes) -> dict[str, np.ndarray]:
@@ -46,7 +38,7 @@ def test_oracle_scores_100_percent_on_every_row(scenes, tmp_path):
     evaluator = EnsembleEvaluator(predictor, num_classes=21, proposals=_oracle_proposals(scenes),
                                   crf=PRESETS["official"], crf_workers=1, outputs=outputs)
     assert evaluator.methods == list(METHODS)
-    _trainer().test(evaluator, dataloaders=scene_loader(scenes), verbose=False)
+    eval_trainer().test(evaluator, dataloaders=scene_loader(scenes), verbose=False)
 
     valid = sum(int((gt != 255).sum()) for _, gt in scenes)
     for method, confusion in evaluator.results.items():
@@ -68,16 +60,10 @@ def test_oracle_scores_100_percent_on_every_row(scenes, tmp_path):
 
 
 def test_rows_without_networks_are_skipped_and_a_wrong_network_scores_low(scenes, tmp_path):
-    class Constant(nn.Module):  # always "aeroplane"
-        def forward(self, x):
-            out = torch.zeros(x.shape[0], 21, *x.shape[2:])
-            out[:, 1] = 1
-            return out
-
-    predictor = EnsemblePredictor(deconvnet=Constant(), fcn=None, input_size=32)
+    predictor = EnsemblePredictor(deconvnet=AlwaysAeroplane(), fcn=None, input_size=32)
     evaluator = EnsembleEvaluator(predictor, num_classes=21, crf=None, outputs=EvalOutputs(tmp_path, overlays=0))
     assert evaluator.methods == ["DeconvNet"]
-    _trainer().test(evaluator, dataloaders=scene_loader(scenes[:2]), verbose=False)
+    eval_trainer().test(evaluator, dataloaders=scene_loader(scenes[:2]), verbose=False)
     rows = read_results_csv(tmp_path / "results.csv")
     assert list(rows) == ["DeconvNet"]
     # pixels nothing covers (none here: the fallback window covers the image) would be
@@ -91,7 +77,7 @@ def test_product_ensemble_and_sum_aggregation_keep_the_oracle_exact(scenes, tmp_
     evaluator = EnsembleEvaluator(predictor, num_classes=21, proposals=_oracle_proposals(scenes),
                                   crf=None, outputs=None)
     assert evaluator.methods == ["FCN-8s", "DeconvNet", "EDeconvNet"]
-    _trainer().test(evaluator, dataloaders=scene_loader(scenes), verbose=False)
+    eval_trainer().test(evaluator, dataloaders=scene_loader(scenes), verbose=False)
     for confusion in evaluator.results.values():
         assert np.trace(confusion) == confusion.sum() > 0
 
@@ -120,7 +106,7 @@ def test_ddp_spawn_gives_exactly_the_single_process_confusion(synthetic_voc, tmp
         predictor = EnsemblePredictor(deconvnet, fcn, input_size=32)
         evaluator = EnsembleEvaluator(predictor, 21, proposals, crf=PRESETS["official"], crf_workers=1,
                                       outputs=EvalOutputs(out, overlays=0))
-        _trainer(**trainer_kwargs).test(evaluator, datamodule=WholeImageDataModule(cfg), verbose=False)
+        eval_trainer(**trainer_kwargs).test(evaluator, datamodule=WholeImageDataModule(cfg), verbose=False)
         with np.load(out / "confusion.npz") as data:
             return {m: data[m] for m in data.files}
 
@@ -154,7 +140,7 @@ def test_a_score_cache_alone_gives_every_row_with_its_ensemble(scenes, tmp_path,
     cache = _constant_cache(tmp_path / "cache", scenes[:2])
     evaluator = EnsembleEvaluator(None, num_classes=21, cache=cache, crf=None, ensemble=ensemble)
     assert evaluator.methods == ["FCN-8s", "DeconvNet", "EDeconvNet"]
-    _trainer().test(evaluator, dataloaders=scene_loader(scenes[:2]), verbose=False)
+    eval_trainer().test(evaluator, dataloaders=scene_loader(scenes[:2]), verbose=False)
     valid = sum(int((gt != 255).sum()) for _, gt in scenes[:2])
     predicted = {m: confusion.sum(0) for m, confusion in evaluator.results.items()}  # per predicted class
     assert predicted["DeconvNet"][1] == valid and predicted["FCN-8s"][2] == valid
@@ -170,13 +156,6 @@ def test_the_evaluator_needs_exactly_one_source_of_scores(tmp_path):
         assert str(error.value) == "EnsembleEvaluator needs either a predictor (networks) or a score cache"
 
 
-class _AlwaysAeroplane(nn.Module):
-    def forward(self, x):
-        out = torch.zeros(x.shape[0], 21, *x.shape[2:])
-        out[:, 1] = 1
-        return out
-
-
 def test_the_evaluator_passes_each_images_proposals_and_caches_its_scores(scenes, tmp_path):
     """One proposal box on img000: with max aggregation the pixels no window covers score 0
     (uniform: background), so DeconvNet's aeroplane pixels are exactly those of its window;
@@ -184,12 +163,12 @@ def test_the_evaluator_passes_each_images_proposals_and_caches_its_scores(scenes
     (image, gt), = scenes[:1]
     h, w = image.shape[:2]
     box = np.array([[8, 8, 40, 40]], np.float32)  # window (x 1.2, square): [4.8, 4.8, 43.2, 43.2]
-    predictor = EnsemblePredictor(deconvnet=_AlwaysAeroplane(), input_size=16)
+    predictor = EnsemblePredictor(deconvnet=AlwaysAeroplane(), input_size=16)
     outputs = EvalOutputs(tmp_path / "out", overlays=0, probabilities_dir=tmp_path / "cache")
     evaluator = EnsembleEvaluator(predictor, num_classes=21, proposals={"img000": box}, crf=None, outputs=outputs)
     assert evaluator.results == {} and evaluator.rows == {}  # filled by the pass
     assert "confusion" not in evaluator.state_dict()  # a counter, not a weight
-    _trainer().test(evaluator, dataloaders=scene_loader(scenes[:1]), verbose=False)
+    eval_trainer().test(evaluator, dataloaders=scene_loader(scenes[:1]), verbose=False)
     ys, xs = np.mgrid[0:h, 0:w] + 0.5
     inside = (xs >= 4.8) & (xs < 43.2) & (ys >= 4.8) & (ys < 43.2)
     confusion = evaluator.results["DeconvNet"]

@@ -7,10 +7,8 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import pytest
-import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import SingleDeviceStrategy
-from torch import nn
 
 import deconvnet.inference.crf as crf_module
 import deconvnet.inference.ensemble as ensemble_module
@@ -21,26 +19,16 @@ from deconvnet.inference.outputs import EvalOutputs
 from deconvnet.inference.predictor import EnsemblePredictor
 from deconvnet.metrics import iou_percent
 
-from .conftest import scene_loader
-
-
-class _AlwaysAeroplane(nn.Module):
-    def forward(self, x):
-        out = torch.zeros(x.shape[0], 21, *x.shape[2:])
-        out[:, 1] = 1
-        return out
+from .conftest import AlwaysAeroplane, eval_trainer, scene_loader
 
 
 def _trainer(tmp_path, **kwargs) -> L.Trainer:
-    options = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                   enable_model_summary=False, enable_checkpointing=False,
-                   use_distributed_sampler=False, default_root_dir=tmp_path)
-    return L.Trainer(**{**options, **kwargs})
+    return eval_trainer(default_root_dir=tmp_path, **kwargs)
 
 
 def _evaluator(**kwargs) -> EnsembleEvaluator:
     """DeconvNet says aeroplane inside one window of img000 and background elsewhere."""
-    predictor = EnsemblePredictor(deconvnet=_AlwaysAeroplane(), input_size=16)
+    predictor = EnsemblePredictor(deconvnet=AlwaysAeroplane(), input_size=16)
     proposals = {"img000": np.array([[8, 8, 40, 40]], np.float32)}
     return EnsembleEvaluator(predictor, num_classes=21, proposals=proposals, **kwargs)
 
