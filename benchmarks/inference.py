@@ -58,8 +58,8 @@ def per_proposal_loop(network, image: torch.Tensor, windows: torch.Tensor, input
         crop = crop_boxes_batched(image.float(), [windows.new_tensor([[x1, y1, x2, y2]])], input_size)
         start = time.perf_counter()
         scores = network(crop).float()
-        _sync(scores.device)
-        if forward_seconds is not None:
+        if forward_seconds is not None:  # synchronise only when timing the forwards apart
+            _sync(scores.device)
             forward_seconds.append(time.perf_counter() - start)
         if total is None:
             total = scores.new_zeros(scores.shape[1:2] + (height, width))
