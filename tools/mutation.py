@@ -92,11 +92,10 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(item) for item in items) + "]"
 
 
-def _write_config(work: Path, name: str) -> None:
-    """work/pyproject.toml: the repository's, plus mutmut's settings for module ``name``."""
+def _config(name: str) -> str:
+    """The scratch copy's pyproject.toml: the repository's, plus mutmut's settings for ``name``."""
     target, tests = MODULES[name]
-    config = (REPO / "pyproject.toml").read_text()
-    config += (
+    return (REPO / "pyproject.toml").read_text() + (
         "\n[tool.mutmut]\n"
         'source_paths = ["src"]\n'
         f"only_mutate = {_toml_list([target])}\n"
@@ -107,7 +106,6 @@ def _write_config(work: Path, name: str) -> None:
         "timeout_multiplier = 50.0\n"
         "timeout_constant = 60.0\n"
     )
-    (work / "pyproject.toml").write_text(config)
 
 
 def prepare(name: str) -> Path:
@@ -121,7 +119,7 @@ def prepare(name: str) -> Path:
             shutil.copytree(REPO / entry, work / entry, ignore=ignore)
         else:
             shutil.copy2(REPO / entry, work / entry)
-    _write_config(work, name)
+    (work / "pyproject.toml").write_text(_config(name))
     # mutmut runs the tests inside work/mutants/; an editable install of this repository
     # would otherwise put the unmutated src/ first on sys.path. A root conftest.py (loaded
     # before tests/conftest.py and the test modules) puts the mutated copy first.
@@ -170,28 +168,28 @@ def module_stats(name: str, work: Path, minutes: float | None = None) -> dict:
 
 def run_module(name: str, max_children: int | None = None, survivors_only: bool = False) -> dict:
     """Mutation-test module ``name`` from scratch, or (``survivors_only``) re-test only the
-    survivors of its last run against the current tests: valid while the module's source is
-    the one that run mutated (otherwise a full run is made)."""
+    survivors of its last run against the current tests: valid while the module's source
+    and its test list are the ones that run used (otherwise a full run is made)."""
     target = MODULES[name][0]
     work = OUT / name
+    # mutmut forgets every result when its test selection changes, so the survivors of the
+    # last run only stand for it while the config (the module's test list) is the same too
     unchanged = (work / "mutants").is_dir() and (work / target).is_file() and \
-        (work / target).read_bytes() == (REPO / target).read_bytes()
+        (work / target).read_bytes() == (REPO / target).read_bytes() and \
+        (work / "pyproject.toml").read_text() == _config(name)
     names: list[str] = []
     if survivors_only and unchanged:
         names = _survivors(work)
         ignore = shutil.ignore_patterns("__pycache__", ".pytest_cache")
         for destination in (work / "tests", work / "mutants" / "tests"):  # tests added since
             shutil.copytree(REPO / "tests", destination, ignore=ignore, dirs_exist_ok=True)
-        _write_config(work, name)  # the module's test list may have changed too
     else:
         work = prepare(name)
-    env = _env()
-    mutmut = MUTMUT
     start = time.monotonic()
     # --max-children: how many mutants are tested at once (mutmut's default: one per CPU)
     children = ["--max-children", str(max_children)] if max_children else []
     if not survivors_only or names:
-        subprocess.run([*mutmut, "run", *children, *names], cwd=work, env=env, check=False)
+        subprocess.run([*MUTMUT, "run", *children, *names], cwd=work, env=_env(), check=False)
     return module_stats(name, work, round((time.monotonic() - start) / 60, 1))
 
 
