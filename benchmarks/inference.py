@@ -2,7 +2,8 @@
 
 1. Instance-wise DeconvNet inference of one image: the batched path
    (:func:`deconvnet.inference.instance.instance_scores`: one roi_align crop of all windows,
-   forwards in chunks, one grid_sample paste-back) against a per-proposal loop as in the
+   forwards in chunks, the paste-back of ``paste_windows``: the compiled loop on a CPU,
+   grid_sample on a GPU) against a per-proposal loop as in the
    official MATLAB script (crop one window, forward it, resize its scores to the box,
    max-merge into the accumulator), on the same image and windows. Reports both times,
    the speed-up, the time each path spends in the network's forwards (the rest is the
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from deconvnet.data.windows import crop_boxes_batched
 from deconvnet.inference.crf import PRESETS, CRFPool, default_workers, dense_crf
-from deconvnet.inference.instance import forward_in_chunks, instance_scores, paste_windows
+from deconvnet.inference.instance import forward_in_chunks, instance_scores, paste_by_grid_sample, paste_windows
 from deconvnet.inference.predictor import with_normalizer
 from deconvnet.models import DeconvNet
 
@@ -71,17 +72,21 @@ def per_proposal_loop(network, image: torch.Tensor, windows: torch.Tensor, input
     return total
 
 
-def _best_of(fn, device: torch.device, repeats: int) -> float:
-    """The fastest of ``repeats`` timed calls of ``fn`` after one warm-up call."""
-    fn()  # warm-up (cudnn autotune, allocator)
+def _best_of(fns: dict, device: torch.device, repeats: int) -> dict[str, float]:
+    """For each named function, the fastest of ``repeats`` timed calls after one warm-up call.
+    The functions take turns, so that a machine whose speed drifts during the run (a shared
+    or throttled one) slows them alike and their ratios hold."""
+    for fn in fns.values():
+        fn()  # warm-up (cudnn autotune, allocator, numba's compilation)
     _sync(device)
-    times = []
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def bench_instance(args: argparse.Namespace) -> dict:
@@ -101,20 +106,26 @@ def bench_instance(args: argparse.Namespace) -> dict:
     with torch.no_grad():
         batched = instance_scores(network, image, windows, args.input_size, "max", args.batch_size)
         looped = per_proposal_loop(network, image, windows, args.input_size)
-        batched_s = _best_of(lambda: instance_scores(
-            network, image, windows, args.input_size, "max", args.batch_size), device, args.repeats)
-        loop_s = _best_of(lambda: per_proposal_loop(network, image, windows, args.input_size),
-                          device, args.repeats)
         # where the time goes: the network against everything else, in each path
         crops = crop_boxes_batched(image.float(), [windows], args.input_size)
-        forward_s = _best_of(lambda: forward_in_chunks(network, crops, args.batch_size), device, args.repeats)
         scores = forward_in_chunks(network, crops, args.batch_size)
-        paste_s = _best_of(lambda: paste_windows(scores, windows, height, width, "max"), device, args.repeats)
-        loop_forward_s = []
-        for _ in range(args.repeats):
+        loop_forwards: list[float] = []  # the loop's forwards, timed apart (synchronised per window)
+
+        def loop_timing_forwards():
             seconds: list[float] = []
             per_proposal_loop(network, image, windows, args.input_size, seconds)
-            loop_forward_s.append(sum(seconds))
+            loop_forwards.append(sum(seconds))
+
+        best = _best_of({
+            "batched": lambda: instance_scores(network, image, windows, args.input_size, "max", args.batch_size),
+            "loop": lambda: per_proposal_loop(network, image, windows, args.input_size),
+            "forward": lambda: forward_in_chunks(network, crops, args.batch_size),
+            "paste": lambda: paste_windows(scores, windows, height, width, "max"),
+            # the GPU's paste; on a CPU the alternative the compiled loop replaced
+            "grid_sample_paste": lambda: paste_by_grid_sample(scores, windows, height, width, "max"),
+            "loop_forwards": loop_timing_forwards,
+        }, device, args.repeats)
+    batched_s, loop_s, loop_forward_s = best["batched"], best["loop"], min(loop_forwards)
     diff = (batched - looped).abs().max().item()
     scale = looped.abs().max().item()
     return {
@@ -122,9 +133,10 @@ def bench_instance(args: argparse.Namespace) -> dict:
         "input_size": args.input_size, "width": args.width, "batch_size": args.batch_size,
         "channels_last": args.channels_last,
         "batched_s": batched_s, "loop_s": loop_s, "speedup": loop_s / batched_s,
-        "forward_s": {"batched": forward_s, "loop": min(loop_forward_s),
-                      "speedup": min(loop_forward_s) / forward_s},
-        "paste_s": {"batched": paste_s, "loop_rest": loop_s - min(loop_forward_s)},
+        "forward_s": {"batched": best["forward"], "loop": loop_forward_s,
+                      "speedup": loop_forward_s / best["forward"]},
+        "paste_s": {"batched": best["paste"], "grid_sample": best["grid_sample_paste"],
+                    "loop_rest": loop_s - loop_forward_s},
         "max_abs_diff": diff, "max_abs_score": scale,
         "same_within_tolerance": bool(diff <= 1e-4 * max(1.0, scale)),
     }

@@ -41,6 +41,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "windows": ("src/deconvnet/data/windows.py", ["tests/data/test_windows.py"]),
     "instance": ("src/deconvnet/inference/instance.py",
                  ["tests/inference/test_instance.py", "tests/inference/test_predictor.py"]),
+    "cpu_paste": ("src/deconvnet/inference/cpu_paste.py", ["tests/inference/test_instance.py"]),
     # test_eval_settings.py (six evaluations, ~25 s a mutant) is left out: test_predictor.py
     # builds the predictor from a config directly
     "predictor": ("src/deconvnet/inference/predictor.py", ["tests/inference/test_predictor.py"]),
@@ -141,6 +142,8 @@ def _env() -> dict[str, str]:
     # one OpenMP thread: mutmut forks each mutant's run from a process that has run tests,
     # and a fork taken while GNU OpenMP's thread team exists hangs at its next parallel op
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # numba's compiled loops (cpu_paste.py) run as Python, where mutmut's trampolines work
+    env.update(NUMBA_DISABLE_JIT="1")
     return env
 
 

@@ -7,20 +7,43 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deconvnet.inference.instance import inference_windows, instance_scores, paste_windows
+from deconvnet.inference import instance
+from deconvnet.inference.cpu_paste import paste_windows_cpu
+from deconvnet.inference.instance import inference_windows, instance_scores, paste_by_grid_sample, paste_windows
 
 
-def test_paste_puts_a_window_at_its_pixels_even_across_the_border():
+@pytest.fixture(params=["grid_sample", "cpu_loop"])
+def paste(request):
+    """Both paste-back implementations (the device one and the CPU one), with
+    :func:`paste_windows`'s signature; each test below must hold for both."""
+    if request.param == "grid_sample":
+        return paste_by_grid_sample
+    return lambda scores, windows, height, width, aggregation="max": paste_windows_cpu(
+        scores, windows, height, width, aggregation)
+
+
+def test_paste_windows_takes_the_cpu_loop_on_a_cpu_and_grid_sample_elsewhere(monkeypatch):
+    called = []
+    monkeypatch.setattr("deconvnet.inference.cpu_paste.paste_windows_cpu",
+                        lambda *args: called.append(("cpu", args[2:])) or "cpu")
+    monkeypatch.setattr(instance, "paste_by_grid_sample", lambda *args: called.append(("grid", args[2:])) or "grid")
+    assert paste_windows(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4), 5, 6, "sum") == "cpu"
+    meta = torch.zeros(1, 2, 4, 4, device="meta")
+    assert paste_windows(meta, torch.zeros(1, 4), 5, 6, chunk_elements=9) == "grid"
+    assert called == [("cpu", (5, 6, "sum")), ("grid", (5, 6, "max", 9))]
+
+
+def test_paste_puts_a_window_at_its_pixels_even_across_the_border(paste):
     scores = torch.arange(2 * 16 * 16, dtype=torch.float32).reshape(1, 2, 16, 16) + 1
     # a 16 x 16 box at scale 1 whose top-left corner lies outside the 20 x 24 image
     box = torch.tensor([[-4.0, -2.0, 12.0, 14.0]])
-    out = paste_windows(scores, box, height=20, width=24, aggregation="max")
+    out = paste(scores, box, height=20, width=24, aggregation="max")
     assert out.shape == (2, 20, 24)
     torch.testing.assert_close(out[:, 0:14, 0:12], scores[0, :, 2:16, 4:16])
     assert (out[:, 14:, :] == 0).all() and (out[:, :, 12:] == 0).all()
 
 
-def test_paste_matches_resizing_each_window_onto_its_box():
+def test_paste_matches_resizing_each_window_onto_its_box(paste):
     torch.manual_seed(0)
     scores = torch.randn(3, 4, 16, 16)
     boxes = torch.tensor([[2.0, 3.0, 30.0, 20.0], [-5.0, -7.0, 10.0, 12.0], [20.0, 10.0, 45.0, 50.0]])
@@ -31,21 +54,18 @@ def test_paste_matches_resizing_each_window_onto_its_box():
         ys, xs, ye, xe = max(y1, 0), max(x1, 0), min(y2, height), min(x2, width)
         reference[:, ys:ye, xs:xe] = torch.maximum(reference[:, ys:ye, xs:xe],
                                                    up[:, ys - y1:ye - y1, xs - x1:xe - x1])
-    # chunk_elements=1: one window per chunk, the chunked reduction must not change anything
-    for chunk in (1, 1 << 26):
-        out = paste_windows(scores, boxes, height, width, "max", chunk_elements=chunk)
-        torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
+    torch.testing.assert_close(paste(scores, boxes, height, width, "max"), reference, atol=1e-5, rtol=0)
 
 
 def _constant_windows(values: list[list[float]], size: int = 8) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)[:, :, None, None].expand(-1, -1, size, size).contiguous()
 
 
-def test_max_and_sum_aggregation_on_overlapping_windows():
+def test_max_and_sum_aggregation_on_overlapping_windows(paste):
     scores = _constant_windows([[1.0, -2.0, 3.0], [2.0, 5.0, -1.0]])
     boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0], [4.0, 0.0, 12.0, 8.0]])  # overlap: x in 4..8
-    top = paste_windows(scores, boxes, height=8, width=16, aggregation="max")
-    total = paste_windows(scores, boxes, height=8, width=16, aggregation="sum")
+    top = paste(scores, boxes, height=8, width=16, aggregation="max")
+    total = paste(scores, boxes, height=8, width=16, aggregation="sum")
     # only window A (x 0..4): max with the zero accumulator clips the negative class to 0
     assert top[:, 0, 0].tolist() == [1.0, 0.0, 3.0]
     assert total[:, 0, 0].tolist() == [1.0, -2.0, 3.0]
@@ -58,12 +78,12 @@ def test_max_and_sum_aggregation_on_overlapping_windows():
     assert (top[:, :, 12:] == 0).all() and (total[:, :, 12:] == 0).all()
 
 
-def test_max_accumulator_starts_at_zero():
+def test_max_accumulator_starts_at_zero(paste):
     scores = -torch.rand(3, 4, 8, 8) - 0.1  # negative everywhere
     boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0], [2.0, 2.0, 10.0, 10.0], [-3.0, 1.0, 5.0, 9.0]])
-    out = paste_windows(scores, boxes, 10, 10, "max")
+    out = paste(scores, boxes, 10, 10, "max")
     assert (out == 0).all()
-    assert (paste_windows(scores, boxes, 10, 10, "sum") < 0).any()
+    assert (paste(scores, boxes, 10, 10, "sum") < 0).any()
 
 
 def test_unknown_aggregation_is_refused():
@@ -109,7 +129,7 @@ def test_inference_windows_top_k_square_and_whole_image_fallback():
 
 
 @pytest.mark.parametrize("aggregation", ["max", "sum"])
-def test_paste_over_each_box_equals_resampling_the_whole_frame(aggregation):
+def test_paste_over_each_box_equals_resampling_the_whole_frame(aggregation, paste):
     """Fractional boxes of several sizes, some crossing the border, one outside the image:
     the same values as resampling every window over the whole frame and masking its box."""
     torch.manual_seed(1)
@@ -128,9 +148,18 @@ def test_paste_over_each_box_equals_resampling_the_whole_frame(aggregation):
         inside = ((centres_y >= y1) & (centres_y < y2))[:, None] & ((centres_x >= x1) & (centres_x < x2))[None, :]
         full = torch.where(inside, full, torch.zeros(()))
         expected = torch.maximum(expected, full) if aggregation == "max" else expected + full
-    for chunk in (1, 1 << 26):
-        out = paste_windows(scores, boxes, height, width, aggregation, chunk_elements=chunk)
-        torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(paste(scores, boxes, height, width, aggregation), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("aggregation", ["max", "sum"])
+def test_grid_sample_paste_in_chunks_of_one_window_changes_nothing(aggregation):
+    torch.manual_seed(2)
+    scores = torch.randn(5, 3, 12, 12)
+    # two pairs of equally sized regions (one call each unless chunked) and a lone one
+    boxes = torch.tensor([[2.0, 3.0, 30.0, 20.0], [5.0, 9.0, 33.0, 26.0], [-5.0, -7.0, 10.0, 12.0],
+                          [1.0, 0.0, 16.0, 19.0], [20.0, 10.0, 45.0, 50.0]])
+    whole = paste_by_grid_sample(scores, boxes, 40, 36, aggregation)
+    torch.testing.assert_close(paste_by_grid_sample(scores, boxes, 40, 36, aggregation, chunk_elements=1), whole)
 
 
 def test_instance_scores_aggregate_by_max_unless_told():
@@ -158,3 +187,15 @@ def test_paste_windows_defaults_to_max_takes_float64_boxes_and_counts_a_centre_o
     np.testing.assert_array_equal(pasted[0, 0].numpy(), [0, 0, 1, 1, 3, 3, 3, 3, 0])
     summed = paste_windows(scores, windows.float(), height=4, width=9, aggregation="sum")
     np.testing.assert_array_equal(summed[0, 0].numpy(), [0, 0, 1, 1, 4, 4, 3, 3, 0])
+
+
+@pytest.mark.parametrize("aggregation", ["max", "sum"])
+def test_cpu_paste_split_over_threads_by_class_changes_nothing(aggregation):
+    torch.manual_seed(3)
+    scores = torch.randn(6, 5, 10, 10)
+    boxes = torch.tensor([[2.3, 3.7, 30.1, 20.9], [-5.5, -7.2, 10.4, 12.6], [20.0, 10.0, 45.0, 50.0],
+                          [1.6, 2.2, 29.4, 19.4], [0.0, 0.0, 36.0, 40.0], [8.25, 8.75, 19.5, 19.9]])
+    one = paste_windows_cpu(scores, boxes, 40, 36, aggregation, threads=1)
+    for threads in (2, 3, 5, 8):  # uneven splits, one class each, more threads than classes
+        torch.testing.assert_close(paste_windows_cpu(scores, boxes, 40, 36, aggregation, threads=threads),
+                                   one, rtol=0, atol=0)

@@ -14,10 +14,12 @@ For one image (PAPER.md, "Inference"; the official ``generate_EDeconvNet_CRF_res
    merged into the image frame: pixel-wise max (eq. 1, official) or sum (eq. 2), with the
    accumulator starting at zero, so pixels no window covers keep score 0 for every class.
 
-Paste-back is batched too: ``grid_sample`` maps each image pixel of a window's box to its
-position inside the window (pixel centres at i + 0.5, the geometry of ``window_affine``),
-over that box only (windows with equally sized boxes in one call), and the windows are
-reduced into the frame by max or sum; pixels outside a window's box get nothing from it.
+Paste-back maps each image pixel of a window's box to its position inside the window (pixel
+centres at i + 0.5, the geometry of ``window_affine``), over that box only, and reduces the
+windows into the frame by max or sum; pixels outside a window's box get nothing from it. On
+a GPU that is batched ``grid_sample`` (windows with equally sized boxes in one call); on a
+CPU a fused compiled loop (:mod:`deconvnet.inference.cpu_paste`) does the same about 4x
+faster.
 """
 
 from __future__ import annotations
@@ -81,12 +83,26 @@ def paste_windows(
     ``sum``: pixel-wise sum.
 
     Each window is resampled only over the image pixels whose centres lie in its box (its
-    region), so the cost follows the windows' area, not K x the frame: windows whose
-    regions have the same size go through one ``grid_sample`` call (at most
-    ``chunk_elements`` output values per call), then each region is merged into the frame.
+    region), so the cost follows the windows' area, not K x the frame: on a CPU in the
+    fused loop of :func:`~deconvnet.inference.cpu_paste.paste_windows_cpu`, elsewhere by
+    :func:`paste_by_grid_sample` (``chunk_elements`` bounds its buffer).
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if scores.device.type == "cpu":
+        from deconvnet.inference.cpu_paste import paste_windows_cpu  # numba: loaded when first used
+
+        return paste_windows_cpu(scores, windows, height, width, aggregation)
+    return paste_by_grid_sample(scores, windows, height, width, aggregation, chunk_elements)
+
+
+def paste_by_grid_sample(
+    scores: torch.Tensor, windows: torch.Tensor, height: int, width: int,
+    aggregation: str, chunk_elements: int = PASTE_CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """:func:`paste_windows` on any device: windows whose regions have the same size go
+    through one ``grid_sample`` call (at most ``chunk_elements`` output values per call),
+    then each region is merged into the frame."""
     num_classes = scores.shape[1]
     windows = windows.to(device=scores.device, dtype=torch.float32)
     total = scores.new_zeros((num_classes, height, width))
