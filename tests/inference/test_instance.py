@@ -24,13 +24,23 @@ def paste(request):
 
 def test_paste_windows_takes_the_cpu_loop_on_a_cpu_and_grid_sample_elsewhere(monkeypatch):
     called = []
-    monkeypatch.setattr("deconvnet.inference.cpu_paste.paste_windows_cpu",
-                        lambda *args: called.append(("cpu", args[2:])) or "cpu")
-    monkeypatch.setattr(instance, "paste_by_grid_sample", lambda *args: called.append(("grid", args[2:])) or "grid")
-    assert paste_windows(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4), 5, 6, "sum") == "cpu"
+    monkeypatch.setattr("deconvnet.inference.cpu_paste.paste_windows_cpu", lambda *args: called.append(args) or "cpu")
+    monkeypatch.setattr(instance, "paste_by_grid_sample", lambda *args: called.append(args) or "grid")
+    scores, windows = torch.zeros(1, 2, 4, 4), torch.zeros(1, 4)
+    assert paste_windows(scores, windows, 5, 6, "sum") == "cpu"
     meta = torch.zeros(1, 2, 4, 4, device="meta")
-    assert paste_windows(meta, torch.zeros(1, 4), 5, 6, chunk_elements=9) == "grid"
-    assert called == [("cpu", (5, 6, "sum")), ("grid", (5, 6, "max", 9))]
+    assert paste_windows(meta, windows, 5, 6, chunk_elements=9) == "grid"
+    assert called == [(scores, windows, 5, 6, "sum"), (meta, windows, 5, 6, "max", 9)]
+    assert called[0][0] is scores and called[1][0] is meta and called[1][1] is windows
+
+
+def test_instance_scores_pastes_with_its_aggregation_and_chunk_size(monkeypatch):
+    called = []
+    monkeypatch.setattr(instance, "paste_windows", lambda *args: called.append(args[2:]) or "pasted")
+    image = torch.zeros(1, 3, 12, 10, dtype=torch.uint8)
+    result = instance_scores(lambda crops: torch.zeros(len(crops), 3, 4, 4), image, torch.tensor([[0.0, 0, 8, 8]]),
+                             input_size=4, aggregation="sum", chunk_elements=7)
+    assert result == "pasted" and called == [(12, 10, "sum", 7)]
 
 
 def test_paste_puts_a_window_at_its_pixels_even_across_the_border(paste):
@@ -133,11 +143,11 @@ def test_paste_over_each_box_equals_resampling_the_whole_frame(aggregation, past
     """Fractional boxes of several sizes, some crossing the border, one outside the image:
     the same values as resampling every window over the whole frame and masking its box."""
     torch.manual_seed(1)
-    scores = torch.randn(7, 3, 12, 12)
+    scores = torch.randn(9, 3, 12, 12)
     boxes = torch.tensor([[2.3, 3.7, 30.1, 20.9], [-5.5, -7.2, 10.4, 12.6], [20.0, 10.0, 45.0, 50.0],
                           [1.6, 2.2, 29.4, 19.4], [-30.0, -30.0, -2.0, -4.0], [0.0, 0.0, 36.0, 40.0],
-                          [8.25, 8.75, 9.5, 9.9]])
-    height, width = 40, 36
+                          [8.25, 8.75, 9.5, 9.9], [3.0, -20.0, 20.0, -5.0], [40.5, 4.0, 52.0, 30.0]])
+    height, width = 40, 36  # the last two cross the frame on one axis only: nothing to paste
     centres_x, centres_y = torch.arange(width) + 0.5, torch.arange(height) + 0.5
     expected = torch.zeros(3, height, width)
     for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
@@ -178,15 +188,25 @@ def test_instance_scores_aggregate_by_max_unless_told():
     assert instance_scores(network, image, windows, input_size=4, aggregation="sum")[1, 6, 6] == 4.0
 
 
-def test_paste_windows_defaults_to_max_takes_float64_boxes_and_counts_a_centre_on_the_edge():
+def test_paste_takes_float64_boxes_and_counts_a_centre_on_the_edge(paste):
     # one class, value 1 in window 0, 3 in window 1; the boxes overlap on x in [4, 6)
     scores = torch.tensor([1.0, 3.0]).view(2, 1, 1, 1).expand(2, 1, 4, 4).contiguous()
     windows = torch.tensor([[2.5, 0.0, 6.5, 4.0], [4.0, 0.0, 8.0, 4.0]], dtype=torch.float64)
-    pasted = paste_windows(scores, windows, height=4, width=9)
+    pasted = paste(scores, windows, 4, 9, "max")
     # pixel centres x + 0.5: 2.5 lies on window 0's first edge (inside), 6.5 on its last (outside)
     np.testing.assert_array_equal(pasted[0, 0].numpy(), [0, 0, 1, 1, 3, 3, 3, 3, 0])
-    summed = paste_windows(scores, windows.float(), height=4, width=9, aggregation="sum")
+    summed = paste(scores, windows.float(), 4, 9, "sum")
     np.testing.assert_array_equal(summed[0, 0].numpy(), [0, 0, 1, 1, 4, 4, 3, 3, 0])
+    # the same along y: centre 2.5 on the first edge is in, 6.5 on the last is out
+    transposed = paste(scores.transpose(2, 3), windows[:, [1, 0, 3, 2]], 9, 4, "max")
+    np.testing.assert_array_equal(transposed[0, :, 0].numpy(), [0, 0, 1, 1, 3, 3, 3, 3, 0])
+
+
+def test_paste_windows_aggregates_by_max_unless_told():
+    scores = torch.tensor([1.0, 3.0]).view(2, 1, 1, 1).expand(2, 1, 4, 4).contiguous()
+    windows = torch.tensor([[0.0, 0.0, 6.0, 4.0], [4.0, 0.0, 8.0, 4.0]])
+    np.testing.assert_array_equal(paste_windows(scores, windows, height=4, width=9)[0, 0].numpy(),
+                                  [1, 1, 1, 1, 3, 3, 3, 3, 0])
 
 
 @pytest.mark.parametrize("aggregation", ["max", "sum"])
