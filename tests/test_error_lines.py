@@ -81,7 +81,7 @@ def test_the_datamodules_loaders_carry_a_workers_error():
         data = WholeImageDataModule(cfg)
         data.train_set = _BadSample(bad=(0, 1, 2, 3))  # shuffled: every sample is bad
         if resumable:
-            ExactResume(crop_size=8).install(data)
+            ExactResume().install(data)
         with pytest.raises(DataError, match=r"^class mask /data/x\.png holds values \[37\]"):
             for _ in data.train_dataloader():
                 pass

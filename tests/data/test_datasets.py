@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import types
 
 import numpy as np
 import pytest
@@ -285,16 +284,17 @@ def test_training_augmentation_crops_and_flips_image_and_label_together():
     assert 0 < flipped < 12  # flips happen, but not always
 
 
-def test_workers_draw_different_augmentations(monkeypatch):
+def test_torchs_seed_decides_the_augmentation():
     image = np.arange(250 * 250 * 3, dtype=np.uint32).reshape(250, 250, 3).astype(np.uint8)
     label = (np.arange(250 * 250).reshape(250, 250) % 200).astype(np.uint8)
     draws = []
     for seed in (1, 2, 1):
-        monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda s=seed: types.SimpleNamespace(seed=s))
+        torch.manual_seed(seed)
         augment = SeededTransform(training_augmentation(224))
         draws.append([augment(image, label)[1] for _ in range(4)])
     assert any(not np.array_equal(a, b) for a, b in zip(draws[0], draws[1]))
     assert all(np.array_equal(a, b) for a, b in zip(draws[0], draws[2]))  # reproducible per seed
+    assert not all(np.array_equal(draws[0][0], d) for d in draws[0][1:])  # each call draws anew
 
 
 def test_no_instances_is_a_data_error():

@@ -181,17 +181,19 @@ EPOCH_BATCHES = 23  # the tiny stage-1 run: 95 training windows in batches of 4,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("saved_at", [2, EPOCH_BATCHES], ids=["mid-epoch", "epoch-end"])
-def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(tiny, tmp_path, saved_at):
+@pytest.mark.parametrize(("saved_at", "workers"), [(2, 0), (EPOCH_BATCHES, 0), (2, 2)],
+                         ids=["mid-epoch", "epoch-end", "mid-epoch-2-workers"])
+def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(tiny, tmp_path, saved_at, workers):
     """#13.5: a killed and resumed run ended up to 10.7 away from an uninterrupted one (the
     loader restarted its epoch with a new shuffle; the random generators were not restored).
     Also from a checkpoint written after an epoch's last batch: no batch of that epoch is
-    left, and the next epoch's loader draws its seeds from the restored generators."""
+    left, and the next epoch's loader draws its seeds from the restored generators. And with
+    loader workers, against a run without: every sample draws its crop from its own seed."""
     common = dict(schedule__max_steps=saved_at + 4, schedule__val_every_n_steps=saved_at, optim__lr=0.01)
     straight = tiny("straight", **common)
     assert main(["train", str(RECIPE), *straight]) == 0
 
-    resumed = tiny("resumed", **common)
+    resumed = tiny("resumed", data__num_workers=workers, **common)
     child = _run_child(f"""
         import os, signal
         from lightning.pytorch.callbacks import Callback

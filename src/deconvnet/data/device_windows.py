@@ -42,7 +42,8 @@ _AB_SCALE = 1024
 class WindowSpecs(Dataset):
     """The examples of a window dataset (``datasets.WindowDataset`` on a ``StoreReader``) as
     window descriptions: what :func:`cut_windows` needs, drawn with the same random crop and
-    flip distribution as the worker pipeline (torch's RNG, seeded per loader worker)."""
+    flip distribution as the worker pipeline, from torch's generator (seeded per sample by the
+    training loader: :mod:`deconvnet.data.sample_seeds`)."""
 
     def __init__(self, dataset, source: str) -> None:
         reader = dataset.reader

@@ -5,14 +5,13 @@ to ``window_size`` (250, :mod:`deconvnet.data.windows`), is randomly cropped to
 ``crop_size`` (224) and flipped horizontally with probability 0.5, image and label
 together. Validation windows are cut straight to ``crop_size`` and not augmented.
 
-Albumentations keeps its own random generators. A DataLoader worker is a copy of the
-main process, so each copy must be reseeded (:class:`SeededTransform`), or every worker
-would draw the same crops.
+Albumentations keeps its own random generators. :class:`SeededTransform` reseeds them from
+torch's generator on every call, so that torch's seed decides the augmentation: the
+training loader seeds it per sample (:mod:`deconvnet.data.sample_seeds`), a DataLoader
+worker elsewhere has its own (base seed + worker id).
 """
 
 from __future__ import annotations
-
-import os
 
 import albumentations as A
 import numpy as np
@@ -25,31 +24,14 @@ def training_augmentation(crop_size: int = 224) -> A.Compose:
 
 
 class SeededTransform:
-    """An albumentations pipeline reseeded once per process from torch's seed.
-
-    In a DataLoader worker torch's seed is the loader's base seed + worker id (distinct per
-    worker and epoch, reproducible under ``lightning.seed_everything``); in the main process
-    it is torch's initial seed mixed with the distributed rank.
-    """
+    """An albumentations pipeline whose draws come from torch's generator: each call
+    reseeds the pipeline with a number drawn from it."""
 
     def __init__(self, pipeline: A.Compose) -> None:
         self.pipeline = pipeline
-        self._seeded_for: tuple | None = None
-
-    def _reseed(self) -> None:
-        info = torch.utils.data.get_worker_info()
-        key = (os.getpid(), None if info is None else info.seed)
-        if key == self._seeded_for:
-            return
-        if info is None:
-            seed = torch.initial_seed() + 1_000_003 * int(os.environ.get("RANK", 0))
-        else:
-            seed = info.seed
-        self.pipeline.set_random_seed(int(seed) % (2**32))
-        self._seeded_for = key
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self._reseed()
+        self.pipeline.set_random_seed(int(torch.randint(0, 2**32, ()).item()))
         out = self.pipeline(image=image, mask=label)
         return out["image"], out["mask"]
 

@@ -1,23 +1,22 @@
 """Exact resume: a run killed and resumed ends with the same weights as one never stopped
-(on the CPU with ``data.num_workers=0``; see below for workers).
+(on the CPU, with any number of loader workers).
 
 What a ``last.ckpt`` needs besides the weights, optimiser and step (Lightning's part):
 
-- the position in the epoch: the training loader's sampler (:class:`ResumableRandomSampler`,
-  :class:`ResumableDistributedSampler`) keeps the epoch's order and, resumed, starts at the
-  batch where the run stopped instead of at a new shuffle of the whole epoch (a run saved
-  after an epoch's last batch goes on with the next epoch, as Lightning does);
+- the position in the epoch: the training loader's sampler (:class:`ResumableSampler`) keeps
+  the epoch's order and, resumed, starts at the batch where the run stopped instead of at a
+  new shuffle of the whole epoch (a run saved after an epoch's last batch goes on with the
+  next epoch, as Lightning does);
 - every random generator: Python's, NumPy's, torch's (CPU and CUDA) as they were when the
-  checkpoint was written (restored just before the next training step), and the
-  augmentation's (albumentations' own generators, as they were before the next batch was
-  drawn: the loader fetches one batch ahead of training).
+  checkpoint was written (restored just before the next training step).
 
-The samplers draw their order exactly as the loaders did before (``RandomSampler``: a seed
-from torch's generator when an epoch starts; under DDP Lightning's ``DistributedSampler``
-with ``PL_GLOBAL_SEED``), so an uninterrupted run trains as it always did.
+The augmentation needs nothing saved: the sampler hands the loader ``(index, seed)`` pairs,
+each seed a hash of the run's seed, the epoch and the index, and every sample is drawn with torch's
+generator seeded with its own seed (:mod:`deconvnet.data.sample_seeds`). The epoch's crops
+and flips are thus the same whichever worker draws which sample, with any number of
+workers, and the resumed epoch draws what the uninterrupted one drew.
 
-With ``data.num_workers > 0`` the order and the network's random draws are restored, but
-each worker process reseeds its augmentation per epoch, so the crops after a resume differ.
+The order is ``DistributedSampler``'s (``PL_GLOBAL_SEED`` + the epoch), with one process too.
 """
 
 from __future__ import annotations
@@ -31,68 +30,42 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from deconvnet.data.loader import UserErrorDataLoader
+from deconvnet.data.sample_seeds import SeededSamples, sample_seed
 
 
-class ResumableRandomSampler(Sampler[int]):
-    """``RandomSampler``'s order (a seed drawn from torch's generator at each epoch's start)
-    that remembers the epoch's seed and can restart the epoch at a given batch."""
-
-    def __init__(self, data_source: Dataset, batch_size: int) -> None:
-        self.data_source = data_source
-        self.batch_size = batch_size
-        self.epoch_seed: int | None = None
-        self.resume_at: tuple[int, int] | None = None  # (epoch seed, first batch)
-        self.before_batch: Callable[[int], None] | None = None
-
-    def __len__(self) -> int:
-        return len(self.data_source)
-
-    def _order(self) -> tuple[list[int], int]:
-        if self.resume_at is not None:
-            seed, start = self.resume_at
-            self.resume_at = None
-        else:
-            seed, start = int(torch.empty((), dtype=torch.int64).random_().item()), 0
-        self.epoch_seed = seed
-        generator = torch.Generator()
-        generator.manual_seed(seed)
-        return torch.randperm(len(self.data_source), generator=generator).tolist(), start
-
-    def __iter__(self) -> Iterator[int]:
-        order, start = self._order()
-        yield from _from_batch(order, start, self.batch_size, self.before_batch)
-
-
-class ResumableDistributedSampler(DistributedSampler):
-    """Lightning's training ``DistributedSampler`` (shuffled by ``seed`` + epoch) that can
-    restart the epoch at a given batch."""
+class ResumableSampler(DistributedSampler):
+    """The training sampler, with one process or many: ``DistributedSampler``'s shuffle (a
+    permutation seeded with the run's seed + the epoch, which Lightning sets) as ``(index,
+    sample seed)`` pairs, that can restart the epoch at a given batch. Nothing in it draws
+    from torch's global generator, so the order and the samples' seeds do not depend on what
+    else drew from it (a DataLoader draws a seed for its workers when it starts an iterator,
+    except when persistent workers restart one)."""
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, batch_size: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True,
                          seed=int(os.getenv("PL_GLOBAL_SEED", 0)))
         self.batch_size = batch_size
-        self.epoch_seed: int | None = None
-        self.resume_at: tuple[int, int] | None = None
-        self.before_batch: Callable[[int], None] | None = None
+        self.epoch_seed: int | None = None  # the epoch this order is of (saved in last.ckpt)
+        self.resume_at: tuple[int, int] | None = None  # (epoch, first batch)
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         start = 0
         if self.resume_at is not None:
             start = self.resume_at[1]
             self.resume_at = None
-        self.epoch_seed = self.epoch
-        yield from _from_batch(list(super().__iter__()), start, self.batch_size, self.before_batch)
+        self.epoch_seed = epoch = self.epoch
+        yield from _from_batch(list(super().__iter__()), start, self.batch_size,
+                               lambda index: sample_seed(self.seed, epoch, index))
 
 
 def _from_batch(order: list[int], start: int, batch_size: int,
-                before_batch: Callable[[int], None] | None) -> Iterator[int]:
-    for position in range(start * batch_size, len(order)):
-        if position % batch_size == 0 and before_batch is not None:
-            before_batch(position // batch_size)  # the batch's samples are drawn next
-        yield order[position]
+                seed_of: Callable[[int], int]) -> Iterator[tuple[int, int]]:
+    """``order`` from batch ``start`` on, each index with its sample seed."""
+    for index in order[start * batch_size:]:
+        yield index, seed_of(index)
 
 
 class ResumableDataLoader(UserErrorDataLoader):
@@ -107,16 +80,15 @@ class ResumableDataLoader(UserErrorDataLoader):
 
 
 def resumable_loader(loader: DataLoader, world: int, rank: int) -> DataLoader:
-    """The training ``loader`` with a resumable sampler in place of its shuffling."""
-    if world > 1:
-        sampler: Sampler = ResumableDistributedSampler(loader.dataset, world, rank, loader.batch_size)
-    else:
-        sampler = ResumableRandomSampler(loader.dataset, loader.batch_size)
+    """The training ``loader`` with a resumable sampler in place of its shuffling, its
+    samples drawn with their own seeds, and a generator of its own for its workers' seeds
+    (they decide nothing now), so that it leaves torch's global generator alone."""
     return ResumableDataLoader(
-        loader.dataset, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last,
-        num_workers=loader.num_workers, persistent_workers=loader.persistent_workers,
-        pin_memory=loader.pin_memory, collate_fn=loader.collate_fn,
-        worker_init_fn=loader.worker_init_fn,
+        SeededSamples(loader.dataset), batch_size=loader.batch_size,
+        sampler=ResumableSampler(loader.dataset, world, rank, loader.batch_size),
+        drop_last=loader.drop_last, num_workers=loader.num_workers,
+        persistent_workers=loader.persistent_workers, pin_memory=loader.pin_memory,
+        collate_fn=loader.collate_fn, worker_init_fn=loader.worker_init_fn, generator=torch.Generator(),
     )
 
 
@@ -157,40 +129,13 @@ def _set_global_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _augmentation(dataset: Any) -> Any:
-    """The albumentations pipeline of a training dataset (``SeededTransform.pipeline``), or None."""
-    return getattr(getattr(dataset, "augment", None), "pipeline", None)
-
-
-def _generators(pipeline: Any) -> list[Any]:
-    """The pipeline and every transform in it: each keeps its own pair of generators."""
-    out = [pipeline]
-    for transform in getattr(pipeline, "transforms", []):
-        out.extend(_generators(transform))
-    return out
-
-
-def _augmentation_state(pipeline: Any) -> list[dict[str, Any]]:
-    return [{"numpy": t.random_generator.bit_generator.state, "python": t.py_random.getstate()}
-            for t in _generators(pipeline)]
-
-
-def _set_augmentation_state(pipeline: Any, state: list[dict[str, Any]]) -> None:
-    for transform, saved in zip(_generators(pipeline), state, strict=True):
-        transform.random_generator.bit_generator.state = saved["numpy"]
-        transform.py_random.setstate(saved["python"])
-
-
 class ExactResume(Callback):
     """Saves the loader position and every random generator in ``last.ckpt`` and restores
     them on resume (see the module doc). Install with :meth:`install` before ``fit``."""
 
-    def __init__(self, crop_size: int) -> None:
-        self.crop_size = crop_size
-        self.sampler: ResumableRandomSampler | ResumableDistributedSampler | None = None
-        self.dataset: Any = None
+    def __init__(self) -> None:
+        self.sampler: ResumableSampler | None = None
         self._batches_done = 0
-        self._before: dict[int, dict] = {}  # batch -> augmentation state before it was drawn
         self._loaded: dict[str, Any] | None = None
         self._rng_to_restore: dict[str, Any] | None = None
 
@@ -203,28 +148,16 @@ class ExactResume(Callback):
         datamodule.train_dataloader = _ResumableTrainLoader(datamodule, self)  # type: ignore[method-assign]
 
     def watch(self, loader: DataLoader) -> None:
-        self.sampler, self.dataset = loader.sampler, loader.dataset
-        self.sampler.before_batch = self._before_batch
-
-    def _before_batch(self, batch: int) -> None:
-        pipeline = _augmentation(self.dataset)
-        if pipeline is not None and torch.utils.data.get_worker_info() is None:
-            self._before = {k: v for k, v in self._before.items() if k >= batch - 4}
-            self._before[batch] = _augmentation_state(pipeline)
+        self.sampler = loader.sampler
 
     # ---- saving -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         sampler = self.sampler
-        augmentation = self._before.get(self._batches_done)  # the next batch already drawn
-        pipeline = _augmentation(self.dataset)
-        if augmentation is None and pipeline is not None:  # not drawn yet: the state is now
-            augmentation = _augmentation_state(pipeline)
         return {
             "rng": _global_rng(),
             "epoch_seed": None if sampler is None else sampler.epoch_seed,
             "batches_done": self._batches_done,
-            "augmentation": augmentation,
         }
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -250,12 +183,6 @@ class ExactResume(Callback):
         if state.get("epoch_seed") is not None and not epoch_finished:
             self.sampler.resume_at = (int(state["epoch_seed"]), int(state["batches_done"]))
             self._batches_done = int(state["batches_done"])
-        pipeline = _augmentation(self.dataset)
-        if pipeline is not None and state.get("augmentation") is not None:
-            # the transform reseeds itself on its first call in a process: let it, then restore
-            size = self.crop_size
-            self.dataset.augment(np.zeros((size, size, 3), np.uint8), np.zeros((size, size), np.uint8))
-            _set_augmentation_state(pipeline, state["augmentation"])
         if epoch_finished:
             _set_global_rng(state["rng"])
         else:

@@ -220,7 +220,7 @@ def _train(cfg: DictConfig, folder: RunFolder, record: dict, explicit: Path | No
     _, accumulate = batch_plan(int(cfg.data.batch_size), world, cfg.data.per_device_batch_size)
     steps = cfg.schedule
     hint = f"The last good checkpoint is {ckpt_dir / LAST}. "
-    exact = ExactResume(crop_size=int(cfg.data.crop_size))
+    exact = ExactResume()
     exact.install(datamodule)  # the training loader's position and RNGs go into last.ckpt
     builtin: list[Callback] = [
         exact,

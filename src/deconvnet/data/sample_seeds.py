@@ -1,0 +1,48 @@
+"""Per-sample seeds: a training sample's random draws depend on the sample, not on the process.
+
+The training sampler (:mod:`deconvnet.training.exact_resume`) hands the loader ``(index,
+seed)`` pairs, the seed a hash of the run's seed, the epoch and the index, and
+:class:`SeededSamples` draws each item with torch's generator seeded with it (the
+augmentation takes its seeds from torch's generator:
+:class:`~deconvnet.data.transforms.SeededTransform`; the device pipeline's window
+descriptions draw from it directly). So the crops and flips of an epoch are the same with
+any number of loader workers, and a run resumed in the middle of an epoch draws what the
+uninterrupted run drew, whichever worker fetches which batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+def sample_seed(*entropy: int) -> int:
+    """A seed for torch's generator (0 <= seed < 2^63) mixed from non-negative integers
+    (the run's seed, the epoch, the sample's index) by NumPy's ``SeedSequence`` hash."""
+    return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class SeededSamples(Dataset):
+    """``dataset`` whose items are asked for as ``(index, seed)``: item ``index`` drawn with
+    torch's generator seeded with ``seed``; the caller's generator is left as it was. Other
+    attributes read as the wrapped dataset's."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling in a worker): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
