@@ -11,10 +11,10 @@ What a ``last.ckpt`` needs besides the weights, optimiser and step (Lightning's 
   checkpoint was written (restored just before the next training step).
 
 The augmentation needs nothing saved: the sampler hands the loader ``(index, seed)`` pairs,
-each seed a hash of the run's seed, the epoch and the index, and every sample is drawn with torch's
-generator seeded with its own seed (:mod:`deconvnet.data.sample_seeds`). The epoch's crops
-and flips are thus the same whichever worker draws which sample, with any number of
-workers, and the resumed epoch draws what the uninterrupted one drew.
+each seed a hash of the run's seed, the epoch and the index, and every sample is drawn with
+torch's generator seeded with its own seed (:mod:`deconvnet.data.sample_seeds`). The
+epoch's crops and flips are thus the same whichever worker draws which sample, with any
+number of workers, and the resumed epoch draws what the uninterrupted one drew.
 
 The order is ``DistributedSampler``'s (``PL_GLOBAL_SEED`` + the epoch), with one process too.
 """
