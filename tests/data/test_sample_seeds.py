@@ -55,14 +55,14 @@ def test_a_seeded_sample_is_the_same_whenever_it_is_drawn_and_leaves_the_callers
 
 
 def _epoch(num_workers: int, run_seed: int = 0, epoch: int = 0,
-           resume_at: tuple[int, int] | None = None) -> list[dict]:
+           first_batch: int = 0) -> list[dict]:
     """One epoch of a resumable loader over :class:`_Draws`, in batches of 4."""
     loader = resumable_loader(DataLoader(_Draws(), batch_size=4, shuffle=True, drop_last=True,
                                          num_workers=num_workers), world=1, rank=0)
     assert isinstance(loader.sampler, ResumableSampler)
     loader.sampler.seed = run_seed  # PL_GLOBAL_SEED in a run
     loader.sampler.set_epoch(epoch)
-    loader.sampler.resume_at = resume_at
+    loader.sampler.first_batch = first_batch
     torch.manual_seed(1234)
     before = torch.get_rng_state()
     batches = list(loader)
@@ -93,7 +93,7 @@ def test_an_epochs_draws_do_not_depend_on_the_loader_workers(workers):
 
 def test_an_epoch_resumed_at_a_batch_draws_what_the_whole_epoch_drew_from_there():
     whole = _epoch(num_workers=0, epoch=3)
-    tail = _epoch(num_workers=2, epoch=3, resume_at=(3, 6))
+    tail = _epoch(num_workers=2, epoch=3, first_batch=6)
     assert len(tail) == 4
     for a, b in zip(whole[6:], tail, strict=True):
         assert torch.equal(a["k"], b["k"]) and torch.equal(a["draws"], b["draws"])

@@ -25,16 +25,25 @@ from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_in
 from deconvnet.errors import ErrorRecord, UserError
 
 
-class _CatchInWorker(Dataset):
-    """``dataset`` whose samples, in a DataLoader worker, are an ErrorRecord where the
-    dataset raised a UserError. Other attributes read as the wrapped dataset's (training
-    reads its ``augment``, for example)."""
+class DatasetWrapper(Dataset):
+    """A dataset around ``dataset``: the same length, and other attributes read as the
+    wrapped dataset's (its ``augment``, ``describe()``, ...). Subclasses define ``__getitem__``."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling in a worker): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+class _CatchInWorker(DatasetWrapper):
+    """``dataset`` whose samples, in a DataLoader worker, are an ErrorRecord where the
+    dataset raised a UserError."""
 
     def __getitem__(self, index: Any) -> Any:
         try:
@@ -44,11 +53,6 @@ class _CatchInWorker(Dataset):
             if worker is None:  # the loader's own process: nothing to carry
                 raise
             return ErrorRecord.of(error, f"DataLoader worker {worker.id}, sample {index}")
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "dataset":  # not set yet (unpickling in a worker): no recursion
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
 
 class _KeepRecords:

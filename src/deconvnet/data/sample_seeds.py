@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+
+from deconvnet.data.loader import DatasetWrapper
 
 
 def sample_seed(*entropy: int) -> int:
@@ -25,24 +26,12 @@ def sample_seed(*entropy: int) -> int:
     return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1, np.uint64)[0] >> 1)
 
 
-class SeededSamples(Dataset):
+class SeededSamples(DatasetWrapper):
     """``dataset`` whose items are asked for as ``(index, seed)``: item ``index`` drawn with
-    torch's generator seeded with ``seed``; the caller's generator is left as it was. Other
-    attributes read as the wrapped dataset's."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+    torch's generator seeded with ``seed``; the caller's generator is left as it was."""
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.dataset[index]
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "dataset":  # not set yet (unpickling in a worker): no recursion
-            raise AttributeError(name)
-        return getattr(self.dataset, name)

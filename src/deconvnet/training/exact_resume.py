@@ -48,15 +48,10 @@ class ResumableSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True,
                          seed=int(os.getenv("PL_GLOBAL_SEED", 0)))
         self.batch_size = batch_size
-        self.epoch_seed: int | None = None  # the epoch this order is of (saved in last.ckpt)
-        self.resume_at: tuple[int, int] | None = None  # (epoch, first batch)
+        self.first_batch = 0  # where the next iteration starts (a resumed epoch), then 0 again
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        start = 0
-        if self.resume_at is not None:
-            start = self.resume_at[1]
-            self.resume_at = None
-        self.epoch_seed = epoch = self.epoch
+        start, self.first_batch, epoch = self.first_batch, 0, self.epoch
         yield from _from_batch(list(super().__iter__()), start, self.batch_size,
                                lambda index: sample_seed(self.seed, epoch, index))
 
@@ -153,12 +148,7 @@ class ExactResume(Callback):
     # ---- saving -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        sampler = self.sampler
-        return {
-            "rng": _global_rng(),
-            "epoch_seed": None if sampler is None else sampler.epoch_seed,
-            "batches_done": self._batches_done,
-        }
+        return {"rng": _global_rng(), "batches_done": self._batches_done}
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._batches_done = 0  # (not called when a run resumes in the middle of an epoch)
@@ -176,13 +166,12 @@ class ExactResume(Callback):
         state, self._loaded = self._loaded, None
         if state is None or self.sampler is None:
             return
-        # Saved after an epoch's last batch, the run goes on with the next epoch, whose
-        # loader draws its seeds from the generators: restore them now, before it starts.
-        # Saved within an epoch, the run finishes that epoch's order from the next batch.
+        # Saved after an epoch's last batch, the run goes on with the next epoch (its order
+        # comes from the epoch number): restore the generators now, before it starts. Saved
+        # within an epoch, the run finishes that epoch's order from the next batch.
         epoch_finished = int(state["batches_done"]) >= trainer.num_training_batches
-        if state.get("epoch_seed") is not None and not epoch_finished:
-            self.sampler.resume_at = (int(state["epoch_seed"]), int(state["batches_done"]))
-            self._batches_done = int(state["batches_done"])
+        if not epoch_finished:
+            self.sampler.first_batch = self._batches_done = int(state["batches_done"])
         if epoch_finished:
             _set_global_rng(state["rng"])
         else:
