@@ -14,6 +14,9 @@ help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-15s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
+	@# A new .venv takes about 6.5 GiB (PyTorch's CUDA build): say so before pip runs out.
+	@test -x $(PY) || $(PYTHON) -c "import shutil, sys; free = shutil.disk_usage('.').free / 2**30; \
+	  free < 7 and sys.stderr.write(f'warning: {free:.1f} GiB free on this disk; a new $(VENV) takes about 6.5 GiB (PyTorch with its CUDA libraries): free some space if pip stops with [Errno 28] No space left on device\n')"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

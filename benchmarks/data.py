@@ -16,7 +16,10 @@ loading the same examples in batches of 16 with
 * store_device: window descriptions (data.pipeline=device) cut in one batched call per
   batch from the store's tensors on ``--device`` (default cpu: the memory maps themselves).
 
-Each is timed three times, alternately (fair under load); the best round counts. Prints one
+Ours are drawn as the training loader draws them: each sample with its own seed
+(``SeededSamples``, what exact resume costs).
+
+Each is timed in 5 rounds (--repeats), alternately (fair under load); the best round counts. Prints one
 JSON object: windows per second for each and its ratio to the baseline.
 """
 
@@ -37,6 +40,7 @@ from deconvnet.config import load_config
 from deconvnet.data.datasets import InstanceIndex, Stage1Dataset, Stage2Dataset
 from deconvnet.data.device_windows import DeviceWindowSource, WindowSpecs, cut_batch
 from deconvnet.data.proposals import load_proposals
+from deconvnet.data.sample_seeds import SeededSamples, sample_seed
 from deconvnet.data.store import open_store
 from deconvnet.data.synthetic import generate
 from deconvnet.data.voc import VOCSegmentationIndex
@@ -92,14 +96,20 @@ class TorchvisionBaseline(Dataset):
 
 def _rate(dataset: Dataset, rows: np.ndarray, device: torch.device | None = None) -> float:
     """Windows per second loading ``rows`` with a num_workers=0 DataLoader; window
-    descriptions (``WindowSpecs``) are moved to ``device`` and cut there, as training does."""
-    subset = torch.utils.data.Subset(dataset, rows.tolist())
+    descriptions (``WindowSpecs``) are moved to ``device`` and cut there, as training does.
+    Our datasets are drawn as the training loader draws them, each sample with its own seed
+    (``SeededSamples``); the baseline is loaded as a torchvision user would."""
+    if isinstance(dataset, TorchvisionBaseline):
+        loader = DataLoader(torch.utils.data.Subset(dataset, rows.tolist()), batch_size=16, num_workers=0)
+    else:
+        keys = [(int(row), sample_seed(0, 0, int(row))) for row in rows]
+        loader = DataLoader(SeededSamples(dataset), batch_size=16, sampler=keys, num_workers=0)
     sources = {dataset.source: DeviceWindowSource(dataset.reader, dataset.crop_size)} \
         if isinstance(dataset, WindowSpecs) else None
     if sources is not None:  # the store made resident on the device once, before timing
         sources[dataset.source].tensors(device)
     start = time.perf_counter()
-    for batch in DataLoader(subset, batch_size=16, num_workers=0):
+    for batch in loader:
         if sources is not None:
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             batch = cut_batch(batch, sources)
@@ -125,7 +135,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=200, help="examples timed per pipeline and round")
     parser.add_argument("--root", default=None, help="existing VOC root (default: a temporary synthetic set)")
     parser.add_argument("--device", default="cpu", help="where store_device cuts (cpu | cuda)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="rounds; the best of each counts (default 5)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)  # one loader worker = one core

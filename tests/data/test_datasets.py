@@ -23,8 +23,9 @@ from deconvnet.data.datasets import (
     single_instance_label,
 )
 from deconvnet.data.proposals import load_proposals
+from deconvnet.data.store import open_store
 from deconvnet.data.transforms import SeededTransform, training_augmentation
-from deconvnet.data.voc import Instance, VOCSegmentationIndex, tight_box
+from deconvnet.data.voc import Instance, SplitReader, VOCSegmentationIndex, tight_box
 from deconvnet.data.windows import box_iou, cut_window
 from deconvnet.errors import DataError
 
@@ -51,8 +52,10 @@ def test_instance_index_lists_every_instance(train_reader, train_index):
     assert len(train_index) == total > len(train_reader)
 
 
-def test_stage1_examples_match_instances_one_to_one(train_reader, train_index):
-    dataset = Stage1Dataset(train_reader, train_index, context_scale=1.2, balance=False, train=False, crop_size=64)
+@pytest.mark.parametrize("source", ["decode", "store"])
+def test_stage1_examples_match_instances_one_to_one(train_reader, train_index, source, tmp_path):
+    reader = train_reader if source == "decode" else open_store(train_reader, tmp_path / "cache")
+    dataset = Stage1Dataset(reader, train_index, context_scale=1.2, balance=False, train=False, crop_size=64)
     assert len(dataset) == len(train_index)
     several_seen = False
     for k in range(len(dataset)):
@@ -156,7 +159,7 @@ def test_stage2_windows_are_square_and_from_proposals_overlapping_ground_truth(
 # ------------------------------------------------------------------ elongated synthetic objects
 
 
-class _ElongatedReader:
+class _ElongatedReader(SplitReader):
     """Images with axis-aligned elongated objects (1:3 and 4:1), drawn here so that the
     expected windows and ratios can be computed by hand."""
 

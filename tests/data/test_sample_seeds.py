@@ -54,6 +54,21 @@ def test_a_seeded_sample_is_the_same_whenever_it_is_drawn_and_leaves_the_callers
     assert len(samples) == 40 and isinstance(samples.augment, SeededTransform)  # the dataset's own
 
 
+def test_seeding_a_sample_leaves_every_accelerators_generator_alone(monkeypatch):
+    # fork_rng(devices=[]) restores the CPU generator only: with num_workers=0 on a GPU, a
+    # reseeded CUDA generator would give dropout the last sample's seed in every step.
+    reseeded = []
+    for module, name in ((torch.cuda, "manual_seed_all"), (torch.cuda, "manual_seed"),
+                         (torch.mps, "manual_seed"), (torch.xpu, "manual_seed_all")):
+        monkeypatch.setattr(module, name, lambda seed, _n=f"{module.__name__}.{name}": reseeded.append(_n))
+    samples = SeededSamples(_Draws())
+    first = samples[(5, 123)]
+    assert reseeded == []
+    torch.manual_seed(123)  # what the sample's draws must equal: torch's CPU generator at 123
+    assert reseeded  # (the patches do catch a full reseed)
+    assert torch.equal(first["draws"], _Draws()[5]["draws"])
+
+
 def _epoch(num_workers: int, run_seed: int = 0, epoch: int = 0,
            first_batch: int = 0) -> list[dict]:
     """One epoch of a resumable loader over :class:`_Draws`, in batches of 4."""

@@ -37,8 +37,11 @@ def test_store_gives_what_the_decoding_reader_gives(synthetic_voc, tmp_path):
         assert np.array_equal(stored.label(i), voc.label(i))
         ours, theirs = stored.instances(i), voc.instances(i)
         assert [x.class_id for x in ours] == [x.class_id for x in theirs]
-        for a, b in zip(ours, theirs):
+        for position, (a, b) in enumerate(zip(ours, theirs, strict=True)):
             assert np.array_equal(a.box, b.box) and np.array_equal(a.mask, b.mask)
+            alone = stored.instance(i, position)  # one instance without the others: the same
+            assert alone.class_id == b.class_id and np.array_equal(alone.box, b.box)
+            assert np.array_equal(alone.mask, b.mask)
     with pytest.raises(ValueError):  # read-only views: the store is never written through
         stored.image(0)[0, 0, 0] = 1
     files = sorted(p.name for p in (tmp_path / "cache").iterdir())

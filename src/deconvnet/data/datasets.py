@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from deconvnet.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from deconvnet.data.transforms import SeededTransform, to_tensors, training_augmentation
-from deconvnet.data.windows import box_iou, cut_window, make_windows
+from deconvnet.data.windows import box_iou, cut_mask, cut_window, make_windows
 from deconvnet.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -185,9 +185,7 @@ def proposal_examples(reader, index: InstanceIndex, proposals: dict[str, np.ndar
 
 def single_instance_label(label: np.ndarray, mask: np.ndarray, class_id: int) -> np.ndarray:
     """Stage-1 label: the instance keeps ``class_id``, void stays 255, everything else is 0."""
-    out = np.where(label == IGNORE_INDEX, IGNORE_INDEX, 0).astype(np.uint8)
-    out[mask] = class_id
-    return out
+    return np.where(mask, np.uint8(class_id), np.where(label == IGNORE_INDEX, np.uint8(IGNORE_INDEX), np.uint8(0)))
 
 
 # ------------------------------------------------------------------------------- datasets
@@ -209,14 +207,16 @@ class WindowDataset(Dataset):
         return len(self.table)
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        i = int(self.table.image_index[k])
-        image, label = self.reader.image(i), self.reader.label(i)
+        i, box = int(self.table.image_index[k]), self.table.boxes[k]
+        size = self.window_size if self.train else self.crop_size
+        full_label = self.reader.label(i)
+        image, label = cut_window(self.reader.image(i), box, size, full_label)
         position = int(self.table.instance[k])
         if position >= 0:
-            instance = self.reader.instances(i, label)[position]  # label passed: decoded once
-            label = single_instance_label(label, instance.mask, instance.class_id)
-        size = self.window_size if self.train else self.crop_size
-        image, label = cut_window(image, self.table.boxes[k], size, label)
+            # The stage-1 rule applied to the window, not the whole image: cutting is nearest
+            # for both, and the rule is per pixel (outside the image: void, not the instance).
+            instance = self.reader.instance(i, position, full_label)  # label passed: decoded once
+            label = single_instance_label(label, cut_mask(instance.mask, box, size), instance.class_id)
         if self.augment is not None:
             image, label = self.augment(image, label)
         image_t, label_t = to_tensors(image, label)

@@ -28,10 +28,14 @@ def sample_seed(*entropy: int) -> int:
 
 class SeededSamples(DatasetWrapper):
     """``dataset`` whose items are asked for as ``(index, seed)``: item ``index`` drawn with
-    torch's generator seeded with ``seed``; the caller's generator is left as it was."""
+    torch's CPU generator seeded with ``seed``; the caller's generator is left as it was."""
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
+        # The CPU generator only: ``torch.manual_seed`` would also reseed every accelerator's
+        # generator, which fork_rng(devices=[]) does not restore (with num_workers=0 on a GPU,
+        # dropout would follow the last sample's seed), and it costs 0.27 ms a call here
+        # against 0.002 ms.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             return self.dataset[index]

@@ -306,7 +306,11 @@ class StoreReader(SplitReader):
 
     def instances(self, i: int, label: np.ndarray | None = None) -> list[Instance]:
         """The annotated objects of image i, in the decoding reader's order (``label`` unused)."""
-        objects = self.object_mask(i)
-        rows = range(int(self.instance_starts[i]), int(self.instance_starts[i + 1]))
-        return [Instance(class_id=int(self.instance_class[r]), box=self.instance_boxes[r].copy(),
-                         mask=objects == (r - rows.start + 1)) for r in rows]
+        count = int(self.instance_starts[i + 1] - self.instance_starts[i])
+        return [self.instance(i, position) for position in range(count)]
+
+    def instance(self, i: int, position: int, label: np.ndarray | None = None) -> Instance:
+        """Object ``position`` of image i alone: only its own mask is computed."""
+        row = int(self.instance_starts[i]) + position
+        return Instance(class_id=int(self.instance_class[row]), box=self.instance_boxes[row].copy(),
+                        mask=self.object_mask(i) == position + 1)

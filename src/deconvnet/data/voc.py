@@ -98,6 +98,10 @@ class SplitReader:
     def image_path(self, i: int) -> Path:
         return self._image_paths[i]
 
+    def instance(self, i: int, position: int, label: np.ndarray | None = None) -> Instance:
+        """``instances(i, label)[position]`` (a subclass may find it without the others)."""
+        return self.instances(i, label)[position]
+
     def _require_labels(self) -> None:
         if not self.has_labels:
             raise DataError(

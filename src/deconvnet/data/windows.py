@@ -142,13 +142,18 @@ def cut_window(
     )
     if image.ndim == 3 and out_image.ndim == 2:  # OpenCV drops a single channel axis
         out_image = out_image[:, :, None]
-    out_label = None
-    if label is not None:
-        out_label = cv2.warpAffine(
-            label, matrix, dsize, flags=cv2.INTER_NEAREST,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX,
-        )
+    out_label = None if label is None else _warp_nearest(label, matrix, out_size, IGNORE_INDEX)
     return out_image, out_label
+
+
+def cut_mask(mask: np.ndarray, box: Sequence[float], out_size: int) -> np.ndarray:
+    """The window of a boolean H x W mask (nearest, as labels are cut; False outside the image)."""
+    return _warp_nearest(mask.view(np.uint8), window_affine(box, out_size), out_size, 0).view(bool)
+
+
+def _warp_nearest(array: np.ndarray, matrix: np.ndarray, out_size: int, fill: int) -> np.ndarray:
+    return cv2.warpAffine(array, matrix, (out_size, out_size), flags=cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
 
 
 # -------------------------------------------------------------- batched version for inference
