@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	@# albumentations installs opencv-python-headless, whose cv2 can shadow the
-	@# contrib build (EdgeBoxes lives in contrib): reinstall contrib last.
+	@# A plain opencv-python(-headless), pulled in by another package (albumentations, for
+	@# one), shadows the contrib build's cv2 (EdgeBoxes lives in contrib): reinstall contrib.
 	@$(PY) -c "import cv2, sys; sys.exit(0 if hasattr(cv2, 'ximgproc') and hasattr(cv2.ximgproc, 'createEdgeBoxes') else 1)" || \
 	  $(PY) -m pip install --quiet --no-deps --force-reinstall \
 	    "opencv-contrib-python-headless==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opencv-contrib-python-headless"))')"

@@ -11,7 +11,7 @@ loading the same examples in batches of 16 with
   same work (pad with 0 / 255, crop the window, resize to 250 bilinear / nearest,
   random 224 crop + horizontal flip), reading SegmentationObject for stage 1 as we do;
 * decode: Stage1Dataset / Stage2Dataset on VOCSegmentationIndex (JPEG + PNG decoded per
-  window, one cv2 affine warp for crop + pad + resize to 250, albumentations crop + flip);
+  window, one cv2 affine warp for crop + pad + resize to 250, random crop + flip);
 * store_workers: the same datasets on the decoded store (data.store=true, pipeline=workers);
 * store_device: window descriptions (data.pipeline=device) cut in one batched call per
   batch from the store's tensors on ``--device`` (default cpu: the memory maps themselves).

@@ -24,7 +24,7 @@ from deconvnet.data.datasets import (
 )
 from deconvnet.data.proposals import load_proposals
 from deconvnet.data.store import open_store
-from deconvnet.data.transforms import SeededTransform, training_augmentation
+from deconvnet.data.transforms import RandomCropFlip
 from deconvnet.data.voc import Instance, SplitReader, VOCSegmentationIndex, tight_box
 from deconvnet.data.windows import box_iou, cut_window
 from deconvnet.errors import DataError
@@ -276,7 +276,8 @@ def test_training_augmentation_crops_and_flips_image_and_label_together():
     rng = np.random.default_rng(0)
     label = rng.integers(0, 21, (250, 250), dtype=np.uint8)
     image = np.stack([label * 10, label, 255 - label], axis=2).astype(np.uint8)
-    augment = SeededTransform(training_augmentation(224))
+    augment = RandomCropFlip(224)
+    torch.manual_seed(0)
     flipped = 0
     for _ in range(12):
         out_image, out_label = augment(image, label)
@@ -285,15 +286,36 @@ def test_training_augmentation_crops_and_flips_image_and_label_together():
         flipped += not any(np.array_equal(out_label, label[y:y + 224, x:x + 224])
                            for y in range(27) for x in range(27))
     assert 0 < flipped < 12  # flips happen, but not always
+    with pytest.raises(ValueError, match="square window"):
+        augment(image[:, :240], label[:, :240])
+
+
+def test_the_crop_and_the_flip_are_drawn_independently():
+    # Each window's row and column index written into it: the output's corner says where the
+    # crop was taken and whether it was flipped.
+    rows, cols = np.meshgrid(np.arange(250, dtype=np.uint8), np.arange(250, dtype=np.uint8), indexing="ij")
+    image, label = np.stack([rows, cols, cols], axis=2), cols.copy()
+    augment = RandomCropFlip(224)
+    torch.manual_seed(0)
+    draws = []
+    for _ in range(2000):
+        out, _ = augment(image, label)
+        flip = out[0, 0, 1] > out[0, -1, 1]
+        draws.append((int(out[0, 0, 0]), int(out[0, -1 if flip else 0, 1]), flip))
+    y, x, flip = (np.array(v) for v in zip(*draws))
+    assert y.min() == x.min() == 0 and y.max() == x.max() == 26  # every offset occurs
+    # the flip rate is one half whatever the offsets (albumentations' seeding tied it to y)
+    for part in (y < 13, y >= 13, x < 13, x >= 13):
+        assert 0.4 < flip[part].mean() < 0.6
 
 
 def test_torchs_seed_decides_the_augmentation():
     image = np.arange(250 * 250 * 3, dtype=np.uint32).reshape(250, 250, 3).astype(np.uint8)
     label = (np.arange(250 * 250).reshape(250, 250) % 200).astype(np.uint8)
     draws = []
+    augment = RandomCropFlip(224)
     for seed in (1, 2, 1):
         torch.manual_seed(seed)
-        augment = SeededTransform(training_augmentation(224))
         draws.append([augment(image, label)[1] for _ in range(4)])
     assert any(not np.array_equal(a, b) for a, b in zip(draws[0], draws[1]))
     assert all(np.array_equal(a, b) for a, b in zip(draws[0], draws[2]))  # reproducible per seed

@@ -1,5 +1,6 @@
 """data.pipeline=device: windows cut in one batched call from the store give the worker
-pipeline's pixels (OpenCV cut + random crop + flip) for the same (box, crop, flip)."""
+pipeline's pixels (OpenCV cut + random crop + flip) for the same (box, crop, flip), and a
+sample seed gives both pipelines the same crop and flip."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import torch
 
 from deconvnet.config import load_config
 from deconvnet.data.datamodules import Stage1DataModule, Stage2DataModule
-from deconvnet.data.datasets import single_instance_label
+from deconvnet.data.datasets import Stage1Dataset, single_instance_label
 from deconvnet.data.device_windows import DeviceWindowSource, WindowSpecs, cut_batch
+from deconvnet.data.sample_seeds import SeededSamples, sample_seed
 from deconvnet.data.store import open_store
 from deconvnet.data.voc import VOCSegmentationIndex
 from deconvnet.data.windows import cut_window
@@ -79,6 +81,22 @@ def test_device_windows_match_the_worker_pipeline(stored, size, crop):
     # OpenCV quantises positions to 1/32 pixel: a few levels at sharp edges, ~0 on average
     assert diffs.max() <= 8 and diffs.mean() < 0.3
     assert (out["label"] == 255).any() and ((out["label"] > 0) & (out["label"] < 255)).any()
+
+
+def test_a_sample_seed_gives_both_pipelines_the_same_training_window(stored):
+    voc, store = stored
+    dataset = Stage1Dataset(store, balance=False, train=True, window_size=72, crop_size=64)
+    workers, specs = SeededSamples(dataset), SeededSamples(WindowSpecs(dataset, "train"))
+    source = {"train": DeviceWindowSource(store, 64)}
+    flips = set()
+    for k in range(0, len(dataset), 3):
+        seed = sample_seed(0, 0, k)
+        item, spec = workers[(k, seed)], specs[(k, seed)]
+        flips.add(spec["window_flip"])
+        out = cut_batch(torch.utils.data.default_collate([spec]), source)
+        assert torch.equal(out["label"][0], item["label"])  # the same crop and flip: labels exactly
+        assert (out["image"][0].int() - item["image"].int()).abs().max() <= 8
+    assert flips == {False, True}
 
 
 def make_cfg(root, tmp_path, *overrides):

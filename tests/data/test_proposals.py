@@ -822,8 +822,8 @@ def test_edgeboxes_messages_say_what_is_wrong_and_how_to_fix_it(monkeypatch, tmp
     for message in _errors_without_contrib(monkeypatch, generators.EdgeBoxes, segmentation=None):
         assert message == (
             "EdgeBoxes needs OpenCV's contrib modules (cv2.ximgproc.createEdgeBoxes), but the "
-            "installed cv2 lacks them: the plain opencv-python(-headless) that albumentations "
-            "pulls in has overwritten the contrib build. Fix it with `pip install --no-deps "
+            "installed cv2 lacks them: a plain opencv-python(-headless), as packages such as albumentations "
+            "pull in, has overwritten the contrib build. Fix it with `pip install --no-deps "
             "--force-reinstall opencv-contrib-python-headless` (or `make setup`).")
 
 

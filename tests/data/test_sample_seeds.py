@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from deconvnet.data.sample_seeds import SeededSamples, sample_seed
-from deconvnet.data.transforms import SeededTransform, training_augmentation
+from deconvnet.data.transforms import RandomCropFlip
 from deconvnet.training.exact_resume import ResumableSampler, resumable_loader
 
 
@@ -28,7 +28,7 @@ class _Draws(Dataset):
     """Item k: k with three numbers from torch's generator and an augmented 8 x 8 crop."""
 
     def __init__(self) -> None:
-        self.augment = SeededTransform(training_augmentation(8))
+        self.augment = RandomCropFlip(8)
         self.image = np.arange(12 * 12 * 3, dtype=np.uint8).reshape(12, 12, 3)
 
     def __len__(self) -> int:
@@ -51,7 +51,7 @@ def test_a_seeded_sample_is_the_same_whenever_it_is_drawn_and_leaves_the_callers
     assert torch.equal(first["draws"], again["draws"]) and torch.equal(first["crop"], again["crop"])
     other = samples[(5, 124)]
     assert not torch.equal(first["draws"], other["draws"])
-    assert len(samples) == 40 and isinstance(samples.augment, SeededTransform)  # the dataset's own
+    assert len(samples) == 40 and isinstance(samples.augment, RandomCropFlip)  # the dataset's own
 
 
 def test_seeding_a_sample_leaves_every_accelerators_generator_alone(monkeypatch):

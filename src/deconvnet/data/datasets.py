@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from deconvnet.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-from deconvnet.data.transforms import SeededTransform, to_tensors, training_augmentation
+from deconvnet.data.transforms import RandomCropFlip, to_tensors
 from deconvnet.data.windows import box_iou, cut_mask, cut_window, make_windows
 from deconvnet.errors import DataError, UserError
 
@@ -201,7 +201,7 @@ class WindowDataset(Dataset):
                             "windows are resized to window_size, then cropped to crop_size")
         self.reader, self.table, self.train = reader, table, train
         self.window_size, self.crop_size = int(window_size), int(crop_size)
-        self.augment = SeededTransform(training_augmentation(self.crop_size)) if train else None
+        self.augment = RandomCropFlip(self.crop_size) if train else None
 
     def __len__(self) -> int:
         return len(self.table)

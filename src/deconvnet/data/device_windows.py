@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from deconvnet.data.classes import IGNORE_INDEX
+from deconvnet.data.transforms import RandomCropFlip
 from deconvnet.errors import UserError
 
 WINDOW_KEYS = ("window_image", "window_box", "window_size", "window_crop", "window_flip",
@@ -41,9 +42,10 @@ _AB_SCALE = 1024
 
 class WindowSpecs(Dataset):
     """The examples of a window dataset (``datasets.WindowDataset`` on a ``StoreReader``) as
-    window descriptions: what :func:`cut_windows` needs, drawn with the same random crop and
-    flip distribution as the worker pipeline, from torch's generator (seeded per sample by the
-    training loader: :mod:`deconvnet.data.sample_seeds`)."""
+    window descriptions: what :func:`cut_windows` needs, the random crop and flip drawn as the
+    worker pipeline draws them (:meth:`RandomCropFlip.draw`, from torch's generator, seeded
+    per sample by the training loader: :mod:`deconvnet.data.sample_seeds`), so that a sample
+    seed gives both pipelines the same window."""
 
     def __init__(self, dataset, source: str) -> None:
         reader = dataset.reader
@@ -54,6 +56,7 @@ class WindowSpecs(Dataset):
         self.crop_size = int(dataset.crop_size)
         self.window_size = int(dataset.window_size) if self.train else self.crop_size
         self.source = source
+        self.augment = RandomCropFlip(self.crop_size)  # the worker pipeline's draws
 
     def __len__(self) -> int:
         return len(self.table)
@@ -65,8 +68,7 @@ class WindowSpecs(Dataset):
         if position >= 0:
             class_id = int(self.reader.instance_class[int(self.reader.instance_starts[i]) + position])
         if self.train:
-            ox, oy = torch.randint(0, self.window_size - self.crop_size + 1, (2,)).tolist()
-            flip = bool(torch.rand(()) < 0.5)
+            ox, oy, flip = self.augment.draw(self.window_size)
         else:
             ox, oy, flip = 0, 0, False
         return {

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from deconvnet.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from deconvnet.data.imageio import image_size, read_index_png, read_rgb
-from deconvnet.data.transforms import SeededTransform, to_tensors, training_augmentation
+from deconvnet.data.transforms import RandomCropFlip, to_tensors
 from deconvnet.data.windows import cut_window
 from deconvnet.errors import DataError, UserError
 
@@ -107,7 +107,7 @@ class OfficialWindowDataset(Dataset):
             raise UserError(f"data.window_size ({window_size}) must be >= data.crop_size ({crop_size})")
         self.listing, self.train = listing, train
         self.window_size, self.crop_size = int(window_size), int(crop_size)
-        self.augment = SeededTransform(training_augmentation(self.crop_size)) if train else None
+        self.augment = RandomCropFlip(self.crop_size) if train else None
 
     def __len__(self) -> int:
         return len(self.listing)

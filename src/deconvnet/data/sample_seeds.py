@@ -3,11 +3,11 @@
 The training sampler (:mod:`deconvnet.training.exact_resume`) hands the loader ``(index,
 seed)`` pairs, the seed a hash of the run's seed, the epoch and the index, and
 :class:`SeededSamples` draws each item with torch's generator seeded with it (the
-augmentation takes its seeds from torch's generator:
-:class:`~deconvnet.data.transforms.SeededTransform`; the device pipeline's window
-descriptions draw from it directly). So the crops and flips of an epoch are the same with
-any number of loader workers, and a run resumed in the middle of an epoch draws what the
-uninterrupted run drew, whichever worker fetches which batch.
+augmentation draws from torch's generator: :class:`~deconvnet.data.transforms.RandomCropFlip`,
+in the loader workers or for the device pipeline's window descriptions). So the crops and
+flips of an epoch are the same with any number of loader workers, and a run resumed in the
+middle of an epoch draws what the uninterrupted run drew, whichever worker fetches which
+batch.
 """
 
 from __future__ import annotations

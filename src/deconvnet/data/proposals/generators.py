@@ -125,8 +125,8 @@ class EdgeBoxes(ProposalGenerator):
         if not hasattr(cv2, "ximgproc") or not hasattr(cv2.ximgproc, "createEdgeBoxes"):
             raise UserError(
                 "EdgeBoxes needs OpenCV's contrib modules (cv2.ximgproc.createEdgeBoxes), but the "
-                "installed cv2 lacks them: the plain opencv-python(-headless) that albumentations "
-                "pulls in has overwritten the contrib build. Fix it with `pip install --no-deps "
+                "installed cv2 lacks them: a plain opencv-python(-headless), as packages such as albumentations "
+                "pull in, has overwritten the contrib build. Fix it with `pip install --no-deps "
                 "--force-reinstall opencv-contrib-python-headless` (or `make setup`)."
             )
         if edge_model is not None and not Path(edge_model).is_file():
