@@ -288,6 +288,14 @@ def test_training_augmentation_crops_and_flips_image_and_label_together():
     assert 0 < flipped < 12  # flips happen, but not always
     with pytest.raises(ValueError, match="square window"):
         augment(image[:, :240], label[:, :240])
+    with pytest.raises(ValueError, match="square window"):  # a label of another size
+        augment(image, label[:240, :240])
+    with pytest.raises(ValueError, match="square window"):  # smaller than the crop
+        augment(image[:200, :200], label[:200, :200])
+    # a window the size of the crop is kept whole, flipped or not
+    assert RandomCropFlip().crop_size == 224  # the paper's crop
+    whole = {augment(image[:224, :224], label[:224, :224])[1].tobytes() for _ in range(8)}
+    assert whole == {label[:224, :224].tobytes(), label[:224, 223::-1].tobytes()}
 
 
 def test_the_crop_and_the_flip_are_drawn_independently():
