@@ -48,3 +48,23 @@ def test_another_set_in_its_place_is_refused_naming_the_command(tmp_path):
 def test_real_data_recipes_make_nothing(tmp_path):
     cfg = load_config(REPO / "experiments/table1/stage1.yaml", [f"data.root={tmp_path}"])
     assert ensure_synthetic(cfg) is None and not any(tmp_path.iterdir())
+
+
+def test_training_makes_the_recipes_set_before_it_reads_the_data(tmp_path, monkeypatch):
+    # `deconvnet train` fingerprints the split lists before it builds the DataModule: the set
+    # must exist by then (it once stopped with "VOC 2012 not found" on a fresh clone)
+    from deconvnet.training import run
+
+    class Reached(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Reached
+
+    monkeypatch.setattr(run, "RunFolder", stop)  # what train() does right after the record
+    made = tmp_path / "made"
+    cfg = load_config(REPO / "experiments/demo/stage1.yaml",
+                      [f"data.root={made}", f"output_dir={tmp_path / 'out'}", *SMALL])
+    with pytest.raises(Reached):
+        run.train(cfg)
+    assert (made / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "train.txt").is_file()

@@ -61,6 +61,7 @@ def test_demo_recipes_are_small_and_chained():
         (["data.kind=whole"], r"data\.kind=stage1 or stage2"),
         (["data.crop_size=200"], r"data\.crop_size=200 must equal model\.input_size=224"),
         (["schedule.max_steps=0"], r"schedule\.max_steps=0 .* must be >= 1"),
+        (["data.window_size=200"], r"data\.window_size \(200\) must be >= data\.crop_size \(224\)"),
     ],
 )
 def test_training_config_errors_name_the_key(overrides, message):
@@ -83,3 +84,13 @@ def test_world_size_follows_devices_and_nodes():
     assert world_size(base) == 1  # devices=auto on CPU: one process
     assert world_size(load_config(None, ["trainer.devices=2", "trainer.num_nodes=3"]).trainer) == 6
     assert world_size(load_config(None, ["trainer.devices=[0,1,2]"]).trainer) == 3
+
+
+def test_a_missing_init_from_stops_training_before_anything_is_written(tmp_path, capsys):
+    out, data, missing = tmp_path / "out", tmp_path / "data", tmp_path / "stage1.ckpt"
+    assert main(["train", str(EXPERIMENTS / "demo/stage2.yaml"), f"output_dir={out}",
+                 f"model.init_from={missing}", f"data.root={data}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"deconvnet train: error: model.init_from: checkpoint not found: {missing}. "
+        "Train that network first (deconvnet train ...) or fix the path.")
+    assert not out.exists() and not data.exists()  # no run folder, no synthetic set

@@ -37,7 +37,8 @@ from torch import nn
 
 from deconvnet.config import ConfigError
 from deconvnet.data.datamodules import batch_plan, build_datamodule
-from deconvnet.errors import UserError
+from deconvnet.data.synthetic import ensure_synthetic
+from deconvnet.errors import UserError, WeightsError
 from deconvnet.models import build_model
 from deconvnet.runtime.checkpoints import (
     check_resumable,
@@ -78,6 +79,9 @@ __all__ = ["train", "validate_training_config", "world_size", "hardware_kwargs"]
 def validate_training_config(cfg: DictConfig) -> None:
     """Fail before any work on what a training run needs beyond the schema's checks (which
     load_config applies): combinations of keys and the batch per device."""
+    if cfg.data.kind != "whole" and int(cfg.data.window_size) < int(cfg.data.crop_size):
+        raise ConfigError(f"data.window_size ({cfg.data.window_size}) must be >= data.crop_size "
+                          f"({cfg.data.crop_size}): windows are resized to window_size, then cropped to crop_size")
     if cfg.task == "deconvnet":
         if cfg.data.kind == "whole":
             raise ConfigError(
@@ -108,6 +112,18 @@ def build_network(cfg: DictConfig, resuming: bool) -> nn.Module:
                                                   "num_classes": cfg.model.num_classes})
         rank_zero_info(f"network weights initialised from {init_from}")
     return net
+
+
+def _check_init_from(cfg: DictConfig, explicit: Path | None) -> None:
+    """A missing ``model.init_from`` (stage 2 before stage 1) stops the run before anything
+    is written, unless a checkpoint to resume from makes it unneeded."""
+    init_from = cfg.model.init_from
+    if not init_from or Path(str(init_from)).is_file():
+        return
+    resuming = explicit is not None or (str(cfg.resume) != "never" and find_resume_checkpoint(cfg.output_dir))
+    if not resuming:
+        raise WeightsError(f"model.init_from: checkpoint not found: {init_from}. Train that network first "
+                           "(deconvnet train ...) or fix the path.")
 
 
 def _explicit_resume(cfg: DictConfig) -> Path | None:
@@ -168,7 +184,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Path:
     explicit = _explicit_resume(cfg)
     if explicit is not None:
         check_resumable(explicit, cfg.model)  # another network: one line, before anything else
+    _check_init_from(cfg, explicit)
     ensure_writable(cfg.output_dir, "output_dir")  # before any work: read-only, full, /proc/...
+    ensure_synthetic(cfg)  # a recipe's synthetic set is made when missing, before it is read
     record = _run_record(cfg)  # reads the split lists: data errors before any record is written
     folder = RunFolder(cfg.output_dir, "train")
     if not is_launcher_rank_zero():  # torchrun/SLURM ranks > 0: rank 0 owns the folder
