@@ -37,10 +37,11 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from deconvnet.config import ConfigError
 from deconvnet.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from deconvnet.data.transforms import RandomCropFlip, to_tensors
 from deconvnet.data.windows import box_iou, cut_mask, cut_window, make_windows
-from deconvnet.errors import DataError, UserError
+from deconvnet.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -191,14 +192,19 @@ def single_instance_label(label: np.ndarray, mask: np.ndarray, class_id: int) ->
 # ------------------------------------------------------------------------------- datasets
 
 
+def check_window_size(window_size: int, crop_size: int) -> None:
+    """Training windows are cut at ``window_size``, then cropped to ``crop_size``."""
+    if int(window_size) < int(crop_size):
+        raise ConfigError(f"data.window_size ({window_size}) must be >= data.crop_size ({crop_size}): "
+                          "windows are resized to window_size, then cropped to crop_size")
+
+
 class WindowDataset(Dataset):
     """Windows of an :class:`ExampleTable`, cut, resized and (for training) augmented."""
 
     def __init__(self, reader, table: ExampleTable, train: bool = True,
                  window_size: int = 250, crop_size: int = 224) -> None:
-        if window_size < crop_size:
-            raise UserError(f"data.window_size ({window_size}) must be >= data.crop_size ({crop_size}): "
-                            "windows are resized to window_size, then cropped to crop_size")
+        check_window_size(window_size, crop_size)
         self.reader, self.table, self.train = reader, table, train
         self.window_size, self.crop_size = int(window_size), int(crop_size)
         self.augment = RandomCropFlip(self.crop_size) if train else None

@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from deconvnet.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+from deconvnet.data.datasets import check_window_size
 from deconvnet.data.imageio import image_size, read_index_png, read_rgb
 from deconvnet.data.transforms import RandomCropFlip, to_tensors
 from deconvnet.data.windows import cut_window
@@ -103,8 +104,7 @@ class OfficialWindowDataset(Dataset):
 
     def __init__(self, listing: OfficialList, train: bool = True, window_size: int = 250,
                  crop_size: int = 224) -> None:
-        if window_size < crop_size:
-            raise UserError(f"data.window_size ({window_size}) must be >= data.crop_size ({crop_size})")
+        check_window_size(window_size, crop_size)
         self.listing, self.train = listing, train
         self.window_size, self.crop_size = int(window_size), int(crop_size)
         self.augment = RandomCropFlip(self.crop_size) if train else None

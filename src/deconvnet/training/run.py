@@ -37,6 +37,7 @@ from torch import nn
 
 from deconvnet.config import ConfigError
 from deconvnet.data.datamodules import batch_plan, build_datamodule
+from deconvnet.data.datasets import check_window_size
 from deconvnet.data.synthetic import ensure_synthetic
 from deconvnet.errors import UserError, WeightsError
 from deconvnet.models import build_model
@@ -79,9 +80,8 @@ __all__ = ["train", "validate_training_config", "world_size", "hardware_kwargs"]
 def validate_training_config(cfg: DictConfig) -> None:
     """Fail before any work on what a training run needs beyond the schema's checks (which
     load_config applies): combinations of keys and the batch per device."""
-    if cfg.data.kind != "whole" and int(cfg.data.window_size) < int(cfg.data.crop_size):
-        raise ConfigError(f"data.window_size ({cfg.data.window_size}) must be >= data.crop_size "
-                          f"({cfg.data.crop_size}): windows are resized to window_size, then cropped to crop_size")
+    if cfg.data.kind != "whole":
+        check_window_size(cfg.data.window_size, cfg.data.crop_size)
     if cfg.task == "deconvnet":
         if cfg.data.kind == "whole":
             raise ConfigError(
